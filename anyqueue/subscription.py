@@ -1,0 +1,247 @@
+"""A subscription: prefetch accounting, ack batching and settling on top of a SubscriptionDriver."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .errors import Closed, ConfigError, NotSupported
+from .message import Message
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .broker import Broker
+    from .driver import SubscriptionDriver
+
+#: longest single wait inside a driver's receive, so close() and stop() are noticed promptly
+MAX_DRIVER_WAIT = 1.0
+
+DEAD_REASON = "anyqueue-dead-reason"
+DEAD_ERROR = "anyqueue-dead-error"
+DEAD_DELIVERY_COUNT = "anyqueue-dead-delivery-count"
+DEAD_TOPIC = "anyqueue-dead-topic"
+DEAD_GROUP = "anyqueue-dead-group"
+
+
+class Subscription:
+    """Messages of one group (or an ephemeral one), at most `prefetch` unsettled at a time.
+
+    `receive()` and iteration are safe from several threads; `close()` from any thread wakes a
+    blocked `receive()`, which then returns None.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        driver: SubscriptionDriver,
+        topic: str,
+        group: str | None,
+        prefetch: int,
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self.prefetch = prefetch
+        self._broker = broker
+        self._driver = driver
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._buffer: deque[Message] = deque()  # leased from the driver, not yet handed out
+        self._held = 0  # handed out, not yet settled
+        self._fetching = False
+        self._closed = False
+        self._draining = False  # a stopping worker: hand out nothing more, still settle
+        self._ack_batch = max(1, driver.ack_batch_size)
+        self._pending_acks: list[Message] = []
+
+    # -- receiving ---------------------------------------------------------------------------
+    def receive(self, timeout: float | None = None) -> Message | None:
+        """The next message, or None when `timeout` seconds pass (or the subscription closes
+        meanwhile). Waits while `prefetch` messages are held unsettled."""
+        if self._closed:
+            raise Closed(f"subscription to {self.topic!r} is closed")
+        if self._pending_acks:
+            self._flush_acks()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fetched = False
+        while True:
+            with self._lock:
+                while True:
+                    if self._closed or self._draining:
+                        return None
+                    if self._buffer:
+                        self._held += 1
+                        message = self._buffer.popleft()
+                        message._subscription = self
+                        return message
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    expired = remaining is not None and remaining <= 0
+                    if expired and fetched:
+                        return None
+                    if self._held < self.prefetch and not self._fetching:
+                        break
+                    if expired:
+                        return None
+                    self._changed.wait(remaining)
+                room = self.prefetch - self._held
+                self._fetching = True
+            wait = MAX_DRIVER_WAIT if remaining is None else min(max(remaining, 0.0), MAX_DRIVER_WAIT)
+            batch: list[Message] = []
+            try:
+                batch = self._broker._call(self._driver.receive, room, wait)
+            finally:
+                with self._lock:
+                    self._fetching = False
+                    self._buffer.extend(batch)
+                    self._changed.notify_all()
+            fetched = True
+
+    def __iter__(self) -> Iterator[Message]:
+        """Messages until the subscription is closed (a closed one yields nothing)."""
+        while True:
+            try:
+                message = self.receive()
+            except Closed:
+                return
+            if message is None:
+                if self._closed or self._draining:
+                    return
+                continue
+            yield message
+
+    # -- settling ----------------------------------------------------------------------------
+    def _settle(
+        self, message: Message, *, ack: bool, requeue: bool = True, delay: float | None = None
+    ) -> None:
+        if not ack:
+            self._check_nack(requeue, delay)
+        with self._lock:
+            if message._settled or self._closed:
+                return
+            message._settled = True
+            self._held -= 1
+            self._changed.notify()
+            if ack and self._ack_batch > 1:
+                self._pending_acks.append(message)
+                if len(self._pending_acks) < self._ack_batch:
+                    return
+        if ack:
+            if self._ack_batch > 1:
+                self._flush_acks()
+            else:
+                self._broker._call(self._driver.ack, (message,))
+        elif requeue:
+            self._broker._call(self._driver.nack, (message,), delay)
+        else:
+            self._dead_letter(message, reason="rejected", error=None)
+
+    def _check_nack(self, requeue: bool, delay: float | None) -> None:
+        caps = self._broker.capabilities
+        if requeue and not caps.nack:
+            raise NotSupported(
+                f"{self._broker.backend} does not support nack(requeue=True); "
+                "use nack(requeue=False) to dead-letter, or leave it unacked"
+            )
+        if delay is not None:
+            if not requeue:
+                raise ConfigError("nack(delay=...) needs requeue=True")
+            if not caps.delay:
+                raise NotSupported(f"{self._broker.backend} does not support nack(delay=...)")
+            if delay < 0:
+                raise ConfigError(f"nack delay must be >= 0 seconds, not {delay}")
+            if caps.max_delay_seconds is not None and delay > caps.max_delay_seconds:
+                raise ConfigError(
+                    f"nack delay {delay}s exceeds {self._broker.backend}'s limit of "
+                    f"{caps.max_delay_seconds}s"
+                )
+
+    def _dead_letter(self, message: Message, *, reason: str, error: BaseException | None) -> None:
+        """Publish `message` to `<topic>.dead` with headers saying why, then ack it. If the
+        publish fails the message is not acked, so it comes back: nothing is lost."""
+        headers = dict(message.headers)
+        headers[DEAD_REASON] = reason
+        headers[DEAD_DELIVERY_COUNT] = str(message.delivery_count)
+        headers[DEAD_TOPIC] = message.topic
+        if self.group is not None:
+            headers[DEAD_GROUP] = self.group
+        if error is not None:
+            headers[DEAD_ERROR] = f"{type(error).__name__}: {error}"[:1000]
+        dead = Message(
+            message.body,
+            key=message.key,
+            headers=headers,
+            id=message.id,
+            content_type=message.content_type,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+        )
+        self._broker._publish_messages(message.topic + ".dead", [dead])
+        self._broker._call(self._driver.ack, (message,))
+
+    def _settle_dead(self, message: Message, error: BaseException) -> None:
+        """A worker's last failure: dead-letter with the error named."""
+        with self._lock:
+            if message._settled or self._closed:
+                return
+            message._settled = True
+            self._held -= 1
+            self._changed.notify()
+        self._dead_letter(message, reason="max-deliveries", error=error)
+
+    def _flush_acks(self) -> None:
+        with self._lock:
+            batch, self._pending_acks = self._pending_acks, []
+        if batch:
+            self._broker._call(self._driver.ack, batch)
+
+    def _extend(self, message: Message, seconds: float) -> None:
+        self._broker._call(self._driver.extend, (message,), seconds)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _drain(self) -> None:
+        """Hand out nothing more (a stopping worker); settling still works until close()."""
+        with self._lock:
+            self._draining = True
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Stop; every unsettled message goes back to its group. Idempotent, any thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._buffer.clear()
+            self._changed.notify_all()
+        try:
+            self._flush_pending_on_close()
+        finally:
+            self._broker._call(self._driver.close)
+            self._broker._forget(self)
+
+    def _flush_pending_on_close(self) -> None:
+        # acked messages must not come back just because the ack was still batched
+        batch, self._pending_acks = self._pending_acks, []
+        if batch:
+            self._broker._call(self._driver.ack, batch)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Subscription {self.topic!r} group={self.group!r} {state}>"

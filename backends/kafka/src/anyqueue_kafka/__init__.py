@@ -1,0 +1,1 @@
+"""The kafka backend for anyqueue."""

@@ -1,0 +1,1 @@
+"""Registers the kafka backend (work in progress: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Registers the rabbitmq backend (work in progress: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Registers the redis backend (work in progress: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""The sqs backend for anyqueue."""

@@ -1,0 +1,1 @@
+"""Registers the sqs backend (work in progress: registers nothing yet)."""
