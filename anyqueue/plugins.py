@@ -44,6 +44,8 @@ class BackendSpec:
     description: str = ""
     #: optional raw-client benchmark ("module:function") that `anyqueue bench` runs alongside
     baseline: str | None = None
+    #: optional conformance harness class ("module:Class") with the backend's failure hooks
+    harness: str | None = None
 
     def load_driver(self) -> Any:
         """Import and return the driver class."""
