@@ -194,7 +194,7 @@ class Broker:
         if group is not None:
             with self._lock:
                 self._declared.add((topic, group))
-        subscription = Subscription(self, driver_sub, topic, group, prefetch)
+        subscription = Subscription(self, driver_sub, topic, group, prefetch, ack_timeout)
         self._children.add(subscription)
         return subscription
 

@@ -35,6 +35,11 @@ class SubscriptionDriver(ABC):
     #: batched settle calls (SQS DeleteMessageBatch, Kafka commits) raise it.
     ack_batch_size: ClassVar[int] = 1
 
+    #: the lease a received message gets when the user set no ack_timeout, for backends whose
+    #: messages always come back after a while (SQS visibility timeout). Consume workers then
+    #: call `extend` while a handler is still running. None: leases never expire on their own.
+    lease_seconds: float | None = None
+
     @abstractmethod
     def receive(self, max_messages: int, timeout: float) -> list[Message]:
         """Lease up to `max_messages` (>= 1) messages, waiting at most `timeout` seconds.

@@ -61,6 +61,12 @@ class _IdFactory:
 
     def __init__(self) -> None:
         self._reset()
+        if hasattr(os, "register_at_fork"):
+            # a child gets a new prefix at fork, so ids need no getpid() check each (hot path)
+            os.register_at_fork(after_in_child=self._reset)
+            self._check_pid = False
+        else:
+            self._check_pid = True
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -68,7 +74,7 @@ class _IdFactory:
         self._counter = itertools.count(1)
 
     def __call__(self) -> str:
-        if os.getpid() != self._pid:
+        if self._check_pid and os.getpid() != self._pid:
             self._reset()
         return f"{self._prefix}{next(self._counter):010x}"
 
@@ -115,14 +121,17 @@ class Message:
         redelivered: bool = False,
         receipt: Any = None,
     ) -> None:
-        if type(body) is bytes and content_type is not None:
+        if type(body) is bytes:  # the common case, without a call (hot path)
             self.body: bytes = body
-            self.content_type: str = content_type
+            self.content_type: str = content_type or OCTET_STREAM
         else:
             self.body, default_type = encode_body(body)
             self.content_type = content_type or default_type
         self.key = key
-        self.headers: dict[str, str] = headers if type(headers) is dict else check_headers(headers)
+        if headers is None:
+            self.headers: dict[str, str] = {}
+        else:
+            self.headers = headers if type(headers) is dict else check_headers(headers)
         self.id: str = id or ""
         self.correlation_id = correlation_id
         self.reply_to = reply_to
@@ -133,6 +142,26 @@ class Message:
         self.receipt = receipt
         self._subscription: Subscription | None = None
         self._settled = False
+
+    def _delivered_copy(self, delivery_count: int, receipt: Any) -> Message:
+        """This stored message as handed out once more: a copy with its own headers dict, the
+        delivery's count and receipt, not settled. For in-process backends (memory://), whose
+        every delivery is a copy: it skips the checks `__init__` already made (hot path)."""
+        copy = Message.__new__(Message)
+        copy.body = self.body
+        copy.content_type = self.content_type
+        copy.key = self.key
+        copy.headers = dict(self.headers) if self.headers else {}
+        copy.id = self.id
+        copy.correlation_id = self.correlation_id
+        copy.reply_to = self.reply_to
+        copy.topic = self.topic
+        copy.delivery_count = delivery_count
+        copy.redelivered = delivery_count > 1
+        copy.receipt = receipt
+        copy._subscription = None
+        copy._settled = False
+        return copy
 
     @property
     def text(self) -> str:

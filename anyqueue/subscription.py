@@ -41,10 +41,12 @@ class Subscription:
         topic: str,
         group: str | None,
         prefetch: int,
+        ack_timeout: float | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
         self.prefetch = prefetch
+        self.ack_timeout = ack_timeout
         self._broker = broker
         self._driver = driver
         self._lock = threading.Lock()
@@ -54,6 +56,7 @@ class Subscription:
         self._fetching = False
         self._closed = False
         self._draining = False  # a stopping worker: hand out nothing more, still settle
+        self._waiting = 0  # threads waiting on _changed: settling notifies only if any (hot path)
         self._ack_batch = max(1, driver.ack_batch_size)
         self._pending_acks: list[Message] = []
 
@@ -65,6 +68,12 @@ class Subscription:
             raise Closed(f"subscription to {self.topic!r} is closed")
         if self._pending_acks:
             self._flush_acks()
+        with self._lock:  # fast path: a message is already leased and waiting
+            if self._buffer and not (self._closed or self._draining):
+                self._held += 1
+                message = self._buffer.popleft()
+                message._subscription = self
+                return message
         deadline = None if timeout is None else time.monotonic() + timeout
         fetched = False
         while True:
@@ -85,7 +94,11 @@ class Subscription:
                         break
                     if expired:
                         return None
-                    self._changed.wait(remaining)
+                    self._waiting += 1
+                    try:
+                        self._changed.wait(remaining)
+                    finally:
+                        self._waiting -= 1
                 room = self.prefetch - self._held
                 self._fetching = True
             wait = MAX_DRIVER_WAIT if remaining is None else min(max(remaining, 0.0), MAX_DRIVER_WAIT)
@@ -123,7 +136,8 @@ class Subscription:
                 return
             message._settled = True
             self._held -= 1
-            self._changed.notify()
+            if self._waiting:
+                self._changed.notify()
             if ack and self._ack_batch > 1:
                 self._pending_acks.append(message)
                 if len(self._pending_acks) < self._ack_batch:
@@ -197,8 +211,8 @@ class Subscription:
         if batch:
             self._broker._call(self._driver.ack, batch)
 
-    def _extend(self, message: Message, seconds: float) -> None:
-        self._broker._call(self._driver.extend, (message,), seconds)
+    def _extend_all(self, messages: list[Message], seconds: float) -> None:
+        self._broker._call(self._driver.extend, messages, seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _drain(self) -> None:

@@ -51,11 +51,22 @@ class Worker:
         self._capabilities = capabilities
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
+        self._in_flight: set[Message] = set()
+        self._in_flight_lock = threading.Lock()
         name = f"anyqueue-{subscription.topic}"
         self._threads = [
             threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
             for i in range(concurrency)
         ]
+        lease = subscription._driver.lease_seconds
+        if lease and subscription.ack_timeout is None:
+            # the backend takes messages back after `lease` seconds: keep extending the
+            # leases of messages whose handlers are still running, so none is handled twice
+            self._threads.append(
+                threading.Thread(
+                    target=self._keep_leases, args=(lease,), name=f"{name}-leases", daemon=True
+                )
+            )
         for thread in self._threads:
             thread.start()
 
@@ -74,6 +85,8 @@ class Worker:
                 self._process(message)
 
     def _process(self, message: Message) -> None:
+        with self._in_flight_lock:
+            self._in_flight.add(message)
         try:
             self._handler(message)
         except Exception as err:
@@ -83,6 +96,23 @@ class Worker:
             self._failed(message, err)
         else:
             self._settle(message.ack)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.discard(message)
+
+    def _keep_leases(self, lease: float) -> None:
+        interval = max(0.05, lease / 3)
+        while not self._stopped.wait(interval) or self._in_flight:
+            with self._in_flight_lock:
+                running = [m for m in self._in_flight if not m._settled]
+            if not running:
+                if self._stopped.is_set():
+                    return
+                continue
+            try:
+                self.subscription._extend_all(running, lease)
+            except Error as err:
+                log.warning("anyqueue: could not extend leases: %s", err)
 
     def _failed(self, message: Message, err: Exception) -> None:
         exhausted = self._max_deliveries is not None and (

@@ -172,22 +172,7 @@ class Namespace:
             consumer.leases.add(lease_id)
             if lease_deadline is not None:
                 heapq.heappush(queue.lease_deadlines, (lease_deadline, lease_id))
-            source = entry.message
-            batch.append(
-                Message(
-                    source.body,
-                    key=source.key,
-                    headers=dict(source.headers) if source.headers else {},
-                    id=source.id,
-                    content_type=source.content_type,
-                    correlation_id=source.correlation_id,
-                    reply_to=source.reply_to,
-                    topic=source.topic,
-                    delivery_count=entry.delivery_count,
-                    redelivered=entry.delivery_count > 1,
-                    receipt=lease_id,
-                )
-            )
+            batch.append(entry.message._delivered_copy(entry.delivery_count, lease_id))
         if ready:
             queue.wakeup.notify()  # more left: let another waiting consumer take some
         return batch

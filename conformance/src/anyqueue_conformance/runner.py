@@ -1,0 +1,44 @@
+"""Runs the suite on URLs in-process and prints the matrix (`anyqueue conformance URL...`)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .matrix import Matrix
+from .suite import CAPABILITIES
+
+
+def run_conformance(
+    urls: list[str],
+    *,
+    output_format: str = "table",
+    pytest_args: list[str] | None = None,
+    scale: float = 1.0,
+    time_scale: float = 1.0,
+) -> int:
+    """Run the suite against each URL; print the matrix in `output_format` (table, markdown or
+    json). Returns 0 when every claimed capability is VERIFIED, 1 on a failure, 3 when some
+    claimed capability was UNVERIFIABLE."""
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "matrix.json"
+        args = ["--pyargs", "anyqueue_conformance", "-p", "no:cacheprovider", "-q"]
+        args += ["--anyqueue-report", str(report), "-o", "console_output_style=classic"]
+        args += [f"--anyqueue-scale={scale}", f"--anyqueue-time-scale={time_scale}"]
+        for url in urls:
+            args += ["--anyqueue-url", url]
+        if output_format != "table":
+            args += ["--no-summary", "-qq"]
+        pytest_exit = pytest.main(args + list(pytest_args or []))
+        if not report.exists():
+            print(f"the conformance suite did not run (pytest exit {int(pytest_exit)})", file=sys.stderr)
+            return 1
+        matrix = Matrix.from_json(report.read_text(), CAPABILITIES)
+    if output_format == "json":
+        print(matrix.to_json())
+    elif output_format == "markdown":
+        print(matrix.markdown())
+    return matrix.exit_code()
