@@ -1,8 +1,8 @@
 """anyqueue: one messaging API over RabbitMQ, Redis, Amazon SQS, Kafka and memory, by URL.
 
-    with anyqueue.connect("redis://localhost:6379/0") as broker:
-        broker.declare("tasks", group="workers")
-        broker.publish("tasks", b"resize 42")
+with anyqueue.connect("redis://localhost:6379/0") as broker:
+    broker.declare("tasks", group="workers")
+    broker.publish("tasks", b"resize 42")
 """
 
 from .broker import Broker, connect

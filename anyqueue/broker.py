@@ -121,7 +121,7 @@ class Broker:
         content_type: str | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
-        id: str | None = None,  # noqa: A002 - matches Message.id
+        id: str | None = None,
     ) -> str:
         """Publish one message; return its id once the broker has accepted it."""
         data, default_type = encode_body(body)
@@ -187,9 +187,7 @@ class Broker:
             if ack_timeout <= 0:
                 raise ConfigError(f"ack_timeout must be > 0 seconds, not {ack_timeout!r}")
         driver_sub = self._call(
-            lambda: self._driver.subscribe(
-                topic, group, prefetch=prefetch, ack_timeout=ack_timeout
-            )
+            lambda: self._driver.subscribe(topic, group, prefetch=prefetch, ack_timeout=ack_timeout)
         )
         if group is not None:
             with self._lock:
@@ -323,4 +321,3 @@ def _copy_outgoing(message: Message) -> Message:
         correlation_id=message.correlation_id,
         reply_to=message.reply_to,
     )
-

@@ -44,14 +44,14 @@ class BrokerURL:
         """Split `url`; a malformed URL is a ConfigError that does not echo the password."""
         if not isinstance(url, str) or "://" not in url:
             raise ConfigError(
-                f"not a broker URL: {redact_url(str(url))!r}; expected SCHEME://..., "
+                f"not a broker URL: {_redact_text(str(url))!r}; expected SCHEME://..., "
                 "e.g. memory://, redis://localhost:6379/0"
             )
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as err:
-            raise ConfigError(f"malformed URL {redact_url(url)!r}: {err}") from None
+            raise ConfigError(f"malformed URL {_redact_text(url)!r}: {err}") from None
         query: dict[str, str] = {}
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             if name in query:
@@ -106,16 +106,21 @@ def _looks_secret(option_name: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """Best-effort redaction of a URL string that may not parse."""
+    """Redact a URL string, even one that does not parse."""
     try:
-        return BrokerURL.parse(url).redacted() if "://" in url else url
+        return BrokerURL.parse(url).redacted()
     except ConfigError:
-        head, sep, rest = url.partition("://")
-        creds, at, host = rest.rpartition("@")
-        if not at:
-            return url
-        user = creds.partition(":")[0]
-        return f"{head}{sep}{user}:{REDACTED}@{host}"
+        return _redact_text(url)
+
+
+def _redact_text(url: str) -> str:
+    # no parsing: anything between "://" and the last "@" may hold a password
+    head, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{head}{sep}{user}:{REDACTED}@{host}"
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -144,7 +149,9 @@ def parse_options(settings: type[T], query: Mapping[str, str], keywords: Mapping
         for name, raw in given.items():
             if name not in fields:
                 known = ", ".join(sorted(fields)) or "none"
-                raise ConfigError(f"unknown option {name!r} ({source}); this backend knows: {known}")
+                raise ConfigError(
+                    f"unknown option {name!r} ({source}); this backend knows: {known}"
+                )
             shown = REDACTED if _is_secret(fields[name]) else repr(raw)
             try:
                 values[name] = _convert(hints[name], raw, from_text=source == "URL")

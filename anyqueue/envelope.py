@@ -61,6 +61,16 @@ def unpack(data: bytes, **fields: Any) -> tuple[Message, dict[str, Any]]:
 
 def packed_overhead(message: Message) -> int:
     """How many bytes `pack` adds to the body (for size limits on the encoded form)."""
-    return len(pack(Message(b"", key=message.key, headers=message.headers, id=message.id,
-                            content_type=message.content_type,
-                            correlation_id=message.correlation_id, reply_to=message.reply_to)))
+    return len(
+        pack(
+            Message(
+                b"",
+                key=message.key,
+                headers=message.headers,
+                id=message.id,
+                content_type=message.content_type,
+                correlation_id=message.correlation_id,
+                reply_to=message.reply_to,
+            )
+        )
+    )

@@ -1,15 +1,15 @@
 """The exceptions anyqueue raises; a backend's native exceptions never leak past the core.
 
-    Error
-    ├── BackendNotFound      (also LookupError)
-    ├── ConfigError          (also ValueError)
-    ├── ConnectionError      broker unreachable after the configured retries
-    ├── Closed               the broker, subscription or worker was closed
-    ├── Timeout              (also TimeoutError)
-    ├── MessageTooLarge      (also ValueError)
-    ├── InvalidName          (also ValueError)
-    ├── NotSupported         this backend does not claim the feature
-    └── RemoteError          a request's server raised
+Error
+├── BackendNotFound      (also LookupError)
+├── ConfigError          (also ValueError)
+├── ConnectionError      broker unreachable after the configured retries
+├── Closed               the broker, subscription or worker was closed
+├── Timeout              (also TimeoutError)
+├── MessageTooLarge      (also ValueError)
+├── InvalidName          (also ValueError)
+├── NotSupported         this backend does not claim the feature
+└── RemoteError          a request's server raised
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class ConfigError(Error, ValueError):
     """A URL or option is unknown, ill-typed or out of range."""
 
 
-class ConnectionError(Error):  # noqa: A001 - deliberate: anyqueue.ConnectionError, not the builtin
+class ConnectionError(Error):
     """The broker could not be reached, or the link dropped, after the configured retries."""
 
 
@@ -54,9 +54,9 @@ class NotSupported(Error):
 
 
 class RemoteError(Error):
-    """The server of a request raised; `.type` is the exception's class name, `.message` its text."""
+    """A request's server raised: `.type` is the exception's class name, `.message` its text."""
 
-    def __init__(self, type: str, message: str) -> None:  # noqa: A002 - public attribute name
+    def __init__(self, type: str, message: str) -> None:
         super().__init__(f"{type}: {message}" if message else type)
         self.type = type
         self.message = message

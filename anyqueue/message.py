@@ -42,9 +42,13 @@ def encode_body(body: object) -> tuple[bytes, str]:
 
 
 def check_headers(headers: object) -> dict[str, str]:
-    """Validate headers: a mapping of str to str, returned as a new dict."""
+    """Validate headers: a mapping of str to str (returned as a dict)."""
     if headers is None:
         return {}
+    if type(headers) is dict and all(
+        type(k) is str and type(v) is str for k, v in headers.items()
+    ):
+        return headers
     if not isinstance(headers, Mapping):
         raise TypeError(f"headers must be a dict of str to str, not {type(headers).__name__}")
     for name, value in headers.items():
@@ -128,10 +132,8 @@ class Message:
             self.body, default_type = encode_body(body)
             self.content_type = content_type or default_type
         self.key = key
-        if headers is None:
-            self.headers: dict[str, str] = {}
-        else:
-            self.headers = headers if type(headers) is dict else check_headers(headers)
+        # validated here, so a Message built by hand cannot smuggle non-str headers into publish
+        self.headers: dict[str, str] = check_headers(headers) if headers else {}
         self.id: str = id or ""
         self.correlation_id = correlation_id
         self.reply_to = reply_to

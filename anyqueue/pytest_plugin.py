@@ -38,7 +38,9 @@ def anyqueue_urls(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "anyqueue_url" in metafunc.fixturenames:
         urls = anyqueue_urls(metafunc.config)
-        metafunc.parametrize("anyqueue_url", urls, ids=[redact_url(u) for u in urls], scope="session")
+        metafunc.parametrize(
+            "anyqueue_url", urls, ids=[redact_url(u) for u in urls], scope="session"
+        )
 
 
 @pytest.fixture

@@ -48,7 +48,9 @@ class Requester:
         self._pending: dict[str, _Pending] = {}
         self._closed = False
         self._inbox = self._open_inbox()
-        self._reader = threading.Thread(target=self._read_replies, name="anyqueue-replies", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_replies, name="anyqueue-replies", daemon=True
+        )
         self._reader.start()
 
     def _open_inbox(self) -> Inbox:
@@ -162,7 +164,9 @@ def serve(
         reply.id = new_id()
         broker._call(broker._driver.send_reply, request.reply_to, reply)
 
-    return broker.consume(topic, answer, group=RPC_GROUP, concurrency=concurrency, max_deliveries=None)
+    return broker.consume(
+        topic, answer, group=RPC_GROUP, concurrency=concurrency, max_deliveries=None
+    )
 
 
 def _expired(deadline: str) -> bool:

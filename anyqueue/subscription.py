@@ -101,7 +101,9 @@ class Subscription:
                         self._waiting -= 1
                 room = self.prefetch - self._held
                 self._fetching = True
-            wait = MAX_DRIVER_WAIT if remaining is None else min(max(remaining, 0.0), MAX_DRIVER_WAIT)
+            wait = (
+                MAX_DRIVER_WAIT if remaining is None else min(max(remaining, 0.0), MAX_DRIVER_WAIT)
+            )
             batch: list[Message] = []
             try:
                 batch = self._broker._call(self._driver.receive, room, wait)

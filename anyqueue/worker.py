@@ -24,7 +24,7 @@ Handler = Callable[["Message"], Any]
 
 def backoff_delay(delivery_count: int, base: float, ceiling: float) -> float:
     """Exponential backoff with up to 25% jitter: base, 2*base, 4*base ... capped at ceiling."""
-    delay = min(ceiling, base * 2 ** max(0, delivery_count - 1))
+    delay: float = min(ceiling, base * 2.0 ** max(0, delivery_count - 1))
     return delay * (1 + random.random() / 4)
 
 

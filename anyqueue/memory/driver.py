@@ -68,9 +68,7 @@ class MemoryDriver(Driver):
     def __init__(self, url: BrokerURL, options: MemoryOptions) -> None:
         super().__init__(url, options)
         if url.username or url.password or url.port or url.path not in ("", "/"):
-            raise ConfigError(
-                f"memory URLs are memory:// or memory://NAME, not {url.redacted()!r}"
-            )
+            raise ConfigError(f"memory URLs are memory:// or memory://NAME, not {url.redacted()!r}")
         self._space = namespace(url.netloc)
         self._subscriptions: set[MemorySubscription] = set()
 

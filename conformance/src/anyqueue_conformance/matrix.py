@@ -37,7 +37,9 @@ class Matrix:
         self.results = results
         self.urls = list(dict.fromkeys(r.url for r in results))
         seen = {r.capability for r in results}
-        self.capabilities = [c for c in capabilities if c in seen] + sorted(seen - set(capabilities))
+        self.capabilities = [c for c in capabilities if c in seen] + sorted(
+            seen - set(capabilities)
+        )
 
     def cell(self, capability: str, url: str) -> str:
         outcomes = [r.outcome for r in self.results if r.capability == capability and r.url == url]
@@ -64,7 +66,8 @@ class Matrix:
         out = [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
         failures = [r for r in self.results if r.outcome == FAIL]
         for result in failures:
-            out.append(f"FAIL {result.url} {result.case}: {result.detail.splitlines()[0] if result.detail else ''}")
+            first_line = result.detail.splitlines()[0] if result.detail else ""
+            out.append(f"FAIL {result.url} {result.case}: {first_line}")
         return "\n".join(out)
 
     def markdown(self) -> str:
@@ -80,9 +83,7 @@ class Matrix:
         for capability in self.capabilities:
             for url in self.urls:
                 summary[url][capability] = self.cell(capability, url)
-        return json.dumps(
-            {"matrix": summary, "cases": [asdict(r) for r in self.results]}, indent=2
-        )
+        return json.dumps({"matrix": summary, "cases": [asdict(r) for r in self.results]}, indent=2)
 
     @classmethod
     def from_json(cls, text: str, capabilities: list[str]) -> Matrix:

@@ -42,7 +42,9 @@ def _url_of(item: pytest.Item) -> str:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, Any]:
     report = yield
     capability = getattr(getattr(item, "function", None), "_anyqueue_capability", None)
     if capability is None:
@@ -55,7 +57,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             reason = str(report.longrepr[2])
         detail = reason or (str(report.longrepr) if report.failed else "")
         item.config.stash[_RESULTS].append(
-            CaseResult(_url_of(item), capability, item.name, outcome_of(report.outcome, reason), detail)
+            CaseResult(
+                _url_of(item), capability, item.name, outcome_of(report.outcome, reason), detail
+            )
         )
     return report
 

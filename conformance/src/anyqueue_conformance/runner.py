@@ -34,7 +34,10 @@ def run_conformance(
             args += ["--no-summary", "-qq"]
         pytest_exit = pytest.main(args + list(pytest_args or []))
         if not report.exists():
-            print(f"the conformance suite did not run (pytest exit {int(pytest_exit)})", file=sys.stderr)
+            print(
+                f"the conformance suite did not run (pytest exit {int(pytest_exit)})",
+                file=sys.stderr,
+            )
             return 1
         matrix = Matrix.from_json(report.read_text(), CAPABILITIES)
     if output_format == "json":
