@@ -44,7 +44,10 @@ def connect(url: str | None = None, **options: Any) -> Broker:
     try:
         driver = driver_class(parsed, settings)
     except Error as err:
-        raise type(err)(scrub(str(err), secrets)) from None
+        scrubbed = scrub(str(err), secrets)
+        if scrubbed == str(err):
+            raise
+        raise type(err)(scrubbed) from err.__cause__
     except Exception as err:
         cls = errors.ConnectionError if isinstance(err, OSError) else Error
         raise cls(scrub(f"cannot connect to {parsed.redacted()}: {err}", secrets)) from err
@@ -276,7 +279,8 @@ class Broker:
             if self._closed:
                 return
             self._closed = True
-            children = list(self._children)
+            # workers first: their handlers may still settle messages on their subscriptions
+            children = sorted(self._children, key=lambda child: not hasattr(child, "stop"))
             requester, self._requester = self._requester, None
         for child in children:
             stop = getattr(child, "stop", None) or child.close
