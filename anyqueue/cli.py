@@ -65,6 +65,9 @@ class BrokerUrlType(click.types.StringParamType):
         try:
             parsed = BrokerURL.parse(text)
         except ConfigError as err:
+            if "://" not in text:
+                # no scheme to anchor redaction on: do not echo what may be a password
+                self.fail("expected SCHEME://..., e.g. memory:// or redis://localhost:6379/0")
             self.fail(str(err), param, ctx)
         if ctx is not None:
             ctx.meta.setdefault(SECRETS_KEY, []).extend(parsed.secrets())
