@@ -1,0 +1,90 @@
+"""Every script in examples/ runs as a subprocess and exits 0 on each URL of `EXAMPLE_URLS`.
+
+The examples check themselves (each exits non-zero when what it shows did not happen), so this
+test is only the runner. Later backend setups extend `EXAMPLE_URLS` (or set
+`$ANYQUEUE_EXAMPLE_URLS`, space-separated) to run the same scripts on real brokers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anyqueue.config import redact_url
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
+
+#: the URLs every example runs against
+EXAMPLE_URLS = ["memory://", *os.environ.get("ANYQUEUE_EXAMPLE_URLS", "").split()]
+
+#: the RabbitMQ tutorials, plus the README's tour
+EXPECTED = {
+    "hello_world.py",
+    "work_queue.py",
+    "publish_subscribe.py",
+    "routing.py",
+    "topics.py",
+    "rpc.py",
+    "tour.py",
+}
+
+
+def run_example(script: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `script`; fail the test with its output unless it exits 0. Returns its stdout."""
+    result = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=EXAMPLES_DIR.parent,
+    )
+    assert result.returncode == 0, (
+        f"{script.name} {' '.join(args)} exited {result.returncode}\n"
+        f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )
+    return result.stdout
+
+
+#: lines an example's output must contain (besides exiting 0)
+MUST_SAY = {
+    "hello_world.py": ["Received 'Hello World!'"],
+    "tour.py": ["Work queue", "Fan-out", "Topic routing", "RPC", "Every step did what it showed."],
+}
+
+
+def test_every_tutorial_has_an_example() -> None:
+    assert {path.name for path in EXAMPLES} >= EXPECTED
+
+
+@pytest.mark.parametrize("url", EXAMPLE_URLS, ids=redact_url)
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.stem)
+def test_example_runs(script: Path, url: str) -> None:
+    output = run_example(script, url)
+    assert f"connected to {redact_url(url)}" in output or f"on {redact_url(url)}" in output
+    for line in MUST_SAY.get(script.name, []):
+        assert line in output
+
+
+def test_example_takes_the_url_from_the_environment() -> None:
+    env = {**os.environ, "ANYQUEUE_URL": "memory://from-env"}
+    output = run_example(EXAMPLES_DIR / "hello_world.py", env=env)
+    assert "connected to memory://from-env" in output
+    assert "Received 'Hello World!'" in output
+
+
+def test_a_failing_example_exits_non_zero() -> None:
+    # an unknown scheme: the example must report failure through its exit status
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES_DIR / "hello_world.py"), "nosuchbroker://localhost"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "BackendNotFound" in result.stderr
