@@ -49,7 +49,9 @@ class BrokerURL:
             )
         try:
             parts = urlsplit(url)
-            port = parts.port
+            # a host list (kafka://h1:9092,h2:9092) has no single host or port; netloc keeps it
+            host_list = "," in parts.netloc.rpartition("@")[2]
+            port = None if host_list else parts.port
         except ValueError as err:
             raise ConfigError(f"malformed URL {_redact_text(url)!r}: {err}") from None
         query: dict[str, str] = {}
@@ -60,7 +62,7 @@ class BrokerURL:
         netloc = parts.netloc.rpartition("@")[2]
         return cls(
             scheme=parts.scheme.lower(),
-            host=parts.hostname,
+            host=None if host_list else parts.hostname,
             port=port,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password is not None else None,
