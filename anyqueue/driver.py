@@ -126,6 +126,15 @@ class Driver(ABC):
         """Deliver a reply to an address from `open_inbox` (default: publish to that topic)."""
         self.publish(address, [message])
 
+    # -- optional: introspection ----------------------------------------------------------------
+    def depth(self, topic: str, group: str) -> int | None:
+        """About how many messages durable `group` of `topic` holds (ready, delayed and leased;
+        0 if the group does not exist), or None when the backend cannot tell cheaply. Used for
+        progress, ETAs and `anyqueue migrate --dry-run`, never for correctness: it may be stale
+        under concurrent traffic. Must not lease, move or count as a delivery of any message.
+        Default: None."""
+        return None
+
     # -- optional: error mapping ----------------------------------------------------------------
     def classify_error(self, error: BaseException) -> type[Error]:
         """The anyqueue error class for a native exception (the core chains the original).

@@ -91,6 +91,9 @@ class MemoryDriver(Driver):
         self._subscriptions.add(subscription)
         return subscription
 
+    def depth(self, topic: str, group: str) -> int:
+        return self._space.depth(topic, group)
+
     def drop_connections(self) -> None:
         """Test hook: simulate a dropped connection for every subscription of this driver."""
         for subscription in list(self._subscriptions):

@@ -114,6 +114,14 @@ class Namespace:
                 self._routes.clear()
             return queue
 
+    def depth(self, binding: str, group: str) -> int:
+        """Messages the durable `group` on `binding` holds: ready, delayed and leased."""
+        with self.lock:
+            queue = self.queues.get((binding, group))
+            if queue is None:
+                return 0
+            return len(queue.ready) + len(queue.delayed) + len(queue.leased)
+
     def drop(self, queue: Queue) -> None:
         with self.lock:
             self.queues.pop((queue.binding, queue.group), None)
