@@ -520,6 +520,9 @@ def conformance(urls: tuple[str, ...], output_format: str) -> None:
     ctx.exit(int(code))
 
 
+cli.add_command(importlib.import_module("anyqueue.cli_migrate").migrate_command)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The `anyqueue` console script."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="anyqueue")
