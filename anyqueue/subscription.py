@@ -106,6 +106,10 @@ class Subscription:
             )
             batch: list[Message] = []
             try:
+                if self._pending_acks:
+                    # acks settled while this receive waited reach the broker before it is
+                    # asked for more (an SQS FIFO group stays blocked until they do)
+                    self._flush_acks()
                 batch = self._broker._call(self._driver.receive, room, wait)
             finally:
                 with self._lock:
