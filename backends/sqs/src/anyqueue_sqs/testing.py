@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import anyqueue
 from anyqueue_conformance.harness import Harness, Unverifiable
+
+import anyqueue
 
 #: dummy credentials for moto, which accepts any
 MOTO_KEY_ID = "testing"
@@ -47,20 +50,75 @@ class SQSHarness(Harness):
 
 
 @contextlib.contextmanager
-def moto_server(*, quiet: bool = True) -> Iterator[str]:
+def moto_server(*, quiet: bool = True, serialize_receives: bool = True) -> Iterator[str]:
     """Run moto's SQS and SNS (server mode, in a thread) on a free loopback port; yield its
-    endpoint URL and stop it afterwards."""
+    endpoint URL and stop it afterwards.
+
+    serialize_receives: make moto's ReceiveMessage atomic, as SQS's is (see
+    `_serialized_receives`); without it, concurrent receives on a FIFO queue can hand two
+    messages of one message group to two consumers at once.
+    """
     from moto.server import ThreadedMotoServer
 
     if quiet:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    with _serialized_receives() if serialize_receives else contextlib.nullcontext():
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def _serialized_receives() -> Iterator[None]:
+    """Work around a race in moto's server mode (moto 5.x).
+
+    moto's `SQSBackend.receive_message` reads which FIFO message groups are in flight once, at
+    the start, and then scans the queue without a lock, while the threaded server runs other
+    receives at the same time. Two concurrent receives can therefore both take messages of
+    the same group (e.g. one takes `k:1`, the other `k:2` before `k:1` is deleted), which real
+    SQS never does ("no more messages for the same message group ID are returned unless you
+    delete the message or it becomes visible"). The per-key ordering case of the conformance
+    suite fails on moto for that reason alone.
+
+    Here each scan runs under one lock (moto's receive with no wait), and the long poll is a
+    wait on the queue's own condition (notified when a message is added) between scans.
+    """
+    from moto.sqs.models import SQSBackend
+
+    original: Callable[..., Any] = SQSBackend.receive_message
+    scan_lock = threading.Lock()
+
+    def receive_message(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> Any:
+        deadline = time.monotonic() + wait_seconds_timeout
+        while True:
+            with scan_lock:
+                found = original(
+                    self, queue_name, count, 0, visibility_timeout, message_attribute_names
+                )
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            added = self.get_queue(queue_name)._messages_lock
+            with added:
+                # rescan now and then too: messages also become visible by timeouts
+                added.wait(min(0.05, remaining))
+
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
     try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
+        yield
     finally:
-        server.stop()
+        SQSBackend.receive_message = original  # type: ignore[method-assign]
 
 
 def sqs_url(endpoint: str, region: str = "us-east-1", **options: Any) -> str:
