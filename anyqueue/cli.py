@@ -340,10 +340,13 @@ def consume(
     out = sys.stdout.buffer
     received = 0
     interrupted = False
-    with connect(url) as broker:
-        subscription = broker.subscribe(topic, group, prefetch=prefetch or min(count or 100, 100))
-        with subscription:
-            try:
+    try:
+        with connect(url) as broker:
+            subscription = broker.subscribe(
+                topic, group, prefetch=prefetch or min(count or 100, 100)
+            )
+            with subscription:
+                click.echo(f"consuming {topic} (group {group}); Ctrl-C stops", err=True)
                 while count is None or received < count:
                     message = subscription.receive(timeout=timeout)
                     if message is None:
@@ -352,8 +355,8 @@ def consume(
                         break  # stdout closed (e.g. `| head`): this message goes back
                     message.ack()
                     received += 1
-            except KeyboardInterrupt:
-                interrupted = True
+    except KeyboardInterrupt:
+        interrupted = True  # closing the subscription returned any unprinted message
     noun = "message" if received == 1 else "messages"
     click.echo(f"received {received} {noun} from {topic} (group {group})", err=True)
     if interrupted:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import subprocess
 import sys
 import types
@@ -277,3 +278,39 @@ def test_subprocess_publish_prints_the_id() -> None:
     assert published.returncode == 0, published.stderr
     assert len(published.stdout.strip()) >= 16
     assert "published 1 message to t" in published.stderr
+
+
+def test_ctrl_c_stops_consume_with_status_130() -> None:
+    process = subprocess.Popen(
+        [*_console_script(), "consume", "memory://", "t", "-g", "g"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # wait until it is consuming (ends early if it dies)
+            if line.startswith("consuming t"):
+                break
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert "received 0 messages from t (group g)" in rest
+    assert "Traceback" not in rest
+
+
+def test_conformance_runs_the_real_suite_in_a_subprocess() -> None:
+    pytest.importorskip("anyqueue_conformance.runner")
+    result = subprocess.run(
+        [*_console_script(), "conformance", "memory://", "--", "-k", "round_trip"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    matrix_row = next(line for line in result.stdout.splitlines() if line.startswith("round_trip"))
+    assert "VERIFIED" in matrix_row
