@@ -18,7 +18,7 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -372,6 +372,8 @@ class Channel:
         self._waiting: set[Future] = set()  # I/O thread only
         self._close_waiters: set[Future] = set()  # I/O thread only
         self._close_listeners: list[Callable[[BaseException], None]] = []
+        #: delivery tags received and not yet settled, oldest first (consumers; I/O thread only)
+        self.unsettled: OrderedDict[int, None] = OrderedDict()
 
     @property
     def usable(self) -> bool:

@@ -321,6 +321,15 @@ class _Publisher:
                 if attempt:
                     raise
 
+    def send_without_confirm(
+        self, items: list[tuple[str, str, bytes, pika.BasicProperties]]
+    ) -> None:
+        """Publish without waiting for the confirm (for direct replies, which RabbitMQ hands
+        straight to a waiting consumer and never stores: a confirm would prove nothing more)."""
+        target = self.ensure()
+        batch = _Batch(len(items))  # confirmed on the I/O thread; nobody waits for it
+        self._link.post(lambda: self._send_now(target, batch, items))
+
     @staticmethod
     def _send_now(
         target: _PublishChannel,
@@ -353,7 +362,7 @@ class _Publisher:
 class _Delivery:
     """What settling one delivery needs: its channel and tag, and the original to requeue."""
 
-    __slots__ = ("body", "channel", "properties", "queue", "recount", "settled", "tag", "topic")
+    __slots__ = ("body", "channel", "properties", "queue", "recount", "tag", "topic")
 
     def __init__(
         self,
@@ -372,7 +381,6 @@ class _Delivery:
         self.queue = queue
         self.topic = topic
         self.recount = recount
-        self.settled = False  # I/O thread only
 
 
 def _message(
@@ -430,6 +438,7 @@ class RabbitSubscription(SubscriptionDriver):
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._buffer: deque[Message] = deque()
+        self._acks: list[_Delivery] = []  # acked, not yet taken by the I/O thread
         self._channel: Channel | None = None
         self._attach_lock = threading.Lock()
         self._closed = False
@@ -521,6 +530,7 @@ class RabbitSubscription(SubscriptionDriver):
         with self._lock:
             if self._channel is not channel:
                 return  # a dead channel's delivery: the broker has taken it back
+            channel.unsettled[method.delivery_tag] = None
             self._buffer.append(message)
             self._arrived.notify()
 
@@ -577,13 +587,22 @@ class RabbitSubscription(SubscriptionDriver):
         return [m for m in batch if not m.receipt.recount]
 
     def ack(self, messages: Sequence[Message]) -> None:
-        deliveries = [m.receipt for m in messages]
-        self._link.post(lambda: self._settle_now(deliveries, requeue=None))
+        # acks gather until the I/O thread takes them: under load one frame acks many
+        with self._lock:
+            flush_posted = bool(self._acks)
+            self._acks.extend(m.receipt for m in messages)
+        if not flush_posted:
+            self._link.post(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        with self._lock:
+            deliveries, self._acks = self._acks, []
+        self._ack_now(deliveries)
 
     def nack(self, messages: Sequence[Message], delay: float | None) -> None:
         if self._native_count and not delay:
             deliveries = [m.receipt for m in messages]
-            self._link.post(lambda: self._settle_now(deliveries, requeue=True))
+            self._link.post(lambda: self._requeue_now(deliveries))
             return
         self._requeue(messages, delay)
 
@@ -614,18 +633,43 @@ class RabbitSubscription(SubscriptionDriver):
         return channel.close_reason is None and channel.generation == self._link.generation
 
     @staticmethod
-    def _settle_now(deliveries: list[_Delivery], *, requeue: bool | None) -> None:
-        # on the I/O thread; stale deliveries (their channel died) are dropped, never re-sent
+    def _ack_now(deliveries: list[_Delivery]) -> None:
+        """On the I/O thread: ack these deliveries. Tags already settled, or of a channel that
+        died (the broker has taken them back), are dropped, never sent on another channel.
+        A run of the oldest unsettled tags goes as one `multiple` ack."""
+        by_channel: dict[Channel, set[int]] = {}
+        for delivery in deliveries:
+            by_channel.setdefault(delivery.channel, set()).add(delivery.tag)
+        for channel, tags in by_channel.items():
+            unsettled = channel.unsettled
+            acked = {tag for tag in tags if tag in unsettled}
+            if not acked or not channel.usable:
+                continue
+            assert channel.pika is not None
+            highest = 0
+            while unsettled:
+                oldest = next(iter(unsettled))
+                if oldest not in acked:
+                    break
+                unsettled.popitem(last=False)
+                acked.discard(oldest)
+                highest = oldest
+            if highest:
+                channel.pika.basic_ack(highest, multiple=True)
+            for tag in acked:
+                del unsettled[tag]
+                channel.pika.basic_ack(tag)
+
+    @staticmethod
+    def _requeue_now(deliveries: list[_Delivery]) -> None:
+        """On the I/O thread: give deliveries back to their queue (quorum queues count it)."""
         for delivery in deliveries:
             channel = delivery.channel
-            if delivery.settled or not channel.usable:
+            if delivery.tag not in channel.unsettled or not channel.usable:
                 continue
-            delivery.settled = True
+            del channel.unsettled[delivery.tag]
             assert channel.pika is not None
-            if requeue is None:
-                channel.pika.basic_ack(delivery.tag)
-            else:
-                channel.pika.basic_nack(delivery.tag, requeue=requeue)
+            channel.pika.basic_nack(delivery.tag, requeue=True)
 
     def close(self) -> None:
         with self._lock:
@@ -898,8 +942,8 @@ class RabbitDriver(Driver):
         return Inbox(DIRECT_REPLY_TO, inbox)
 
     def send_reply(self, address: str, message: Message) -> None:
-        self._publisher.send(
-            [("", address, message.body, _properties(message, TRANSIENT))], "sending a reply"
+        self._publisher.send_without_confirm(
+            [("", address, message.body, _properties(message, TRANSIENT))]
         )
 
     # -- errors and lifecycle --------------------------------------------------------------------
