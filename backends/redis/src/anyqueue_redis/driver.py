@@ -1,0 +1,764 @@
+"""`redis://`, `rediss://` — groups as Redis lists with real leases, driven by Lua scripts.
+
+URL: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?OPTION=VALUE&...]`; `rediss://` for TLS, where
+certificates and host names are always verified (`ssl_ca_certs=PATH` for a private CA,
+`ssl_certfile` / `ssl_keyfile` for a client certificate).
+
+| feature             | redis://                                                          |
+|---------------------|-------------------------------------------------------------------|
+| ordering            | global per group (one consumer)                                   |
+| durable             | only when the server runs `appendonly yes` + `appendfsync always` |
+|                     | (checked at connect; otherwise a warning and `durable=False`)     |
+| ack timeout         | yes: lease deadlines, reaped by receivers' scripts                |
+| dead consumers      | leases return after `consumer_timeout` without a heartbeat        |
+| nack(delay)         | yes: a sorted set of due times                                    |
+| wildcards `*` `#`   | yes: matched inside the publish script                            |
+| max body            | 16 MiB                                                            |
+| request/reply       | native: a private reply list that expires                         |
+
+Options: `prefix` (default `anyqueue`: every key starts with it), `consumer_timeout` (30 s),
+`retry_timeout` (10 s), `socket_timeout` (30 s), `connect_timeout` (5 s), `ssl_ca_certs`,
+`ssl_certfile`, `ssl_keyfile`. Needs Redis 6.2 or newer. The key layout and the semantics are
+described in docs/backends/redis.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import redis
+from redis.exceptions import NoScriptError
+
+from anyqueue.capabilities import Capabilities
+from anyqueue.config import BrokerURL
+from anyqueue.driver import Driver, Inbox, SubscriptionDriver
+from anyqueue.envelope import pack, unpack
+from anyqueue.errors import ConfigError, ConnectionError, Error
+from anyqueue.message import Message
+from anyqueue.names import is_pattern
+
+from . import scripts
+from .connection import (
+    RETRYABLE,
+    Connections,
+    Link,
+    ScriptCall,
+    is_retryable,
+    load_scripts,
+    pipeline_on,
+)
+from .keys import INBOX_ADDRESS_PREFIX, GroupKeys, Layout, check_prefix, new_token
+from .plugin import CAPABILITIES
+
+log = logging.getLogger("anyqueue.redis")
+
+#: the most messages one lease, ack or nack script handles (the scripts' arrays stay small)
+MAX_PER_SCRIPT = 1000
+#: a publish_batch is split into scripts of at most this many messages / bytes
+MAX_PUBLISH_MESSAGES = 5000
+MAX_PUBLISH_BYTES = 32 * 1024 * 1024
+#: a reply list nobody reads expires this long after the last reply was pushed
+INBOX_TTL_MS = 60_000
+MIN_SERVER_VERSION = (7, 0)  # BLMPOP, LPOP with a count, ZADD GT
+_INBOX_TOKEN = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """Options of `redis://` and `rediss://` URLs (query parameters or connect() keywords)."""
+
+    #: every key starts with this, so applications can share a database without meeting
+    prefix: str = "anyqueue"
+    #: a consumer not heard from for this long is presumed dead and its leases go back
+    consumer_timeout: float = 30.0
+    #: how long a call keeps reconnecting before it raises ConnectionError (connect included)
+    retry_timeout: float = 10.0
+    #: how long to wait for a reply to a command before treating the connection as dead
+    socket_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+        if self.consumer_timeout < 0.5:
+            raise ValueError(
+                f"consumer_timeout must be >= 0.5 seconds, not {self.consumer_timeout}"
+            )
+        for name in ("retry_timeout", "socket_timeout", "connect_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 seconds, not {getattr(self, name)}")
+
+
+class Receipt(NamedTuple):
+    """What settles one delivery: who holds the lease, which entry, and which delivery of it."""
+
+    consumer: str
+    entry: bytes
+    delivery_count: int
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisDriver(Driver):
+    """Connections to one Redis server (see the module docstring)."""
+
+    Options = RedisOptions
+
+    def __init__(self, url: BrokerURL, options: RedisOptions) -> None:
+        super().__init__(url, options)
+        if url.scheme not in ("redis", "rediss"):
+            raise ConfigError(f"the redis backend takes redis:// or rediss:// URLs, not {url}")
+        self.layout = Layout(options.prefix)
+        self.link = Link()
+        #: the name every connection of this driver carries (CLIENT LIST shows it)
+        self.client_name = f"anyqueue-{new_token()}"
+        self.connections = Connections(
+            url, options, self.link, self.client_name, options.retry_timeout
+        )
+        self._lock = threading.Lock()
+        self._subscriptions: set[RedisSubscription] = set()
+        self._keeper: _Keeper | None = None
+        self._closed = False
+        #: the packed head of the publish script per topic (a small cache)
+        self._publish_calls: dict[str, ScriptCall] = {}
+        try:
+            self._capabilities, self.server_version = self.connections.retrying(
+                self._inspect_server
+            )
+        except redis.RedisError as err:
+            self.connections.close()
+            kind = ConnectionError if isinstance(err, RETRYABLE) else Error
+            raise kind(f"cannot connect to {url.redacted()}: {err}") from err
+        except BaseException:
+            self.connections.close()
+            raise
+
+    # -- connect-time checks ---------------------------------------------------------------------
+    def _inspect_server(self, connection: redis.Connection) -> tuple[Capabilities, tuple[int, ...]]:
+        connection.send_command("INFO", "server")
+        info = dict(
+            line.split(":", 1)
+            for line in _text(connection.read_response()).splitlines()
+            if ":" in line
+        )
+        release = info.get("redis_version", "0")
+        version = tuple(int(part) for part in release.split(".")[:3] if part.isdigit())
+        if version[:2] < MIN_SERVER_VERSION:
+            raise ConfigError(
+                f"anyqueue needs Redis {'.'.join(map(str, MIN_SERVER_VERSION))} or newer; "
+                f"{self.url.host} runs {release}"
+            )
+        load_scripts(connection)
+        durable, reason = self._persistence(connection)
+        if not durable:
+            log.warning(
+                "redis at %s:%s does not persist every write (%s): messages may be lost if the "
+                "server stops, so capabilities.durable is False. Run it with `appendonly yes` "
+                "and `appendfsync always` for durable groups.",
+                self.url.host,
+                self.url.port or 6379,
+                reason,
+            )
+        return dataclasses.replace(CAPABILITIES, durable=durable), version
+
+    def _persistence(self, connection: redis.Connection) -> tuple[bool, str]:
+        """Whether the server writes every accepted message to disk before replying."""
+        names = ("appendonly", "appendfsync", "maxmemory", "maxmemory-policy")
+        settings: dict[str, str] = {}
+        for reply in pipeline_on(connection, [("CONFIG", "GET", name) for name in names]):
+            if isinstance(reply, Exception):  # e.g. CONFIG renamed away on a managed service
+                return False, f"its settings cannot be read: {reply}"
+            for i in range(0, len(reply) - 1, 2):
+                settings[_text(reply[i])] = _text(reply[i + 1])
+        appendonly = settings.get("appendonly", "?")
+        appendfsync = settings.get("appendfsync", "?")
+        if appendonly != "yes" or appendfsync != "always":
+            return False, f"appendonly={appendonly}, appendfsync={appendfsync}"
+        policy = settings.get("maxmemory-policy", "?")
+        if settings.get("maxmemory", "0") != "0" and policy != "noeviction":
+            return False, f"maxmemory-policy={policy} may evict messages"
+        return True, "appendonly=yes, appendfsync=always"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    # -- groups and publishing -------------------------------------------------------------------
+    def _route(self, binding: str, *, ephemeral: bool) -> tuple[str, str]:
+        """Where a group bound to `binding` is registered, and the value registering it."""
+        kind = "e" if ephemeral else "d"
+        if is_pattern(binding):
+            return self.layout.patterns, f"{kind}|{binding}"
+        return self.layout.route(binding), kind
+
+    def declare(self, topic: str, group: str) -> None:
+        keys = self.layout.group(topic, group)
+        route_key, route_value = self._route(topic, ephemeral=False)
+        self.connections.run(
+            scripts.ATTACH,
+            [route_key, self.layout.catalog, keys.key("timers"), keys.key("alive")],
+            [keys.base, route_value, f"{topic}\n{group}", "", 0, 0],
+        )
+
+    def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        envelopes = [pack(message, topic=topic) for message in messages]
+        call = self._publish_calls.get(topic)
+        if call is None:
+            if len(self._publish_calls) >= 1024:
+                self._publish_calls.clear()
+            call = ScriptCall(scripts.PUBLISH, [self.layout.route(topic), self.layout.patterns])
+            self._publish_calls[topic] = call
+        for chunk in _publish_chunks(envelopes):
+            # a retry after a lost reply may store the chunk twice: at least once, never lost
+            self.connections.retrying(lambda connection, c=chunk: call.run(connection, [topic, *c]))
+
+    def subscribe(
+        self, topic: str, group: str | None, *, prefetch: int, ack_timeout: float | None
+    ) -> RedisSubscription:
+        ephemeral = group is None
+        name = group if group is not None else f"~{new_token()}"
+        route_key, route_value = self._route(topic, ephemeral=ephemeral)
+        subscription = RedisSubscription(
+            self,
+            topic,
+            self.layout.group(topic, name),
+            route_key=route_key,
+            route_value=route_value,
+            catalog_value="" if ephemeral else f"{topic}\n{name}",
+            ephemeral=ephemeral,
+            ack_timeout=ack_timeout,
+        )
+        self.connections.retrying(subscription._attach)
+        with self._lock:
+            if self._closed:
+                subscription.close()
+                raise ConnectionError("the redis driver was closed")
+            self._subscriptions.add(subscription)
+            if self._keeper is None:
+                self._keeper = _Keeper(self)
+                self._keeper.start()
+        return subscription
+
+    def _forget(self, subscription: RedisSubscription) -> None:
+        with self._lock:
+            self._subscriptions.discard(subscription)
+
+    def _open_subscriptions(self) -> list[RedisSubscription]:
+        with self._lock:
+            return list(self._subscriptions)
+
+    # -- request / reply -------------------------------------------------------------------------
+    def open_inbox(self) -> Inbox:
+        token = new_token() + new_token()
+        return Inbox(INBOX_ADDRESS_PREFIX + token, RedisInbox(self, token))
+
+    def send_reply(self, address: str, message: Message) -> None:
+        token = address[len(INBOX_ADDRESS_PREFIX) :]
+        if not address.startswith(INBOX_ADDRESS_PREFIX) or not _INBOX_TOKEN.fullmatch(token):
+            super().send_reply(address, message)  # not one of our inboxes: an ordinary topic
+            return
+        inbox = self.layout.inbox(token)
+        commands = [
+            ("RPUSH", inbox, pack(message, topic=address)),
+            ("PEXPIRE", inbox, INBOX_TTL_MS),
+        ]
+        for reply in self.connections.retrying(lambda c: pipeline_on(c, commands)):
+            if isinstance(reply, Exception):
+                raise reply
+
+    # -- errors and lifecycle --------------------------------------------------------------------
+    def classify_error(self, error: BaseException) -> type[Error]:
+        if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+            return ConnectionError  # includes failed logins and a server still loading its data
+        if isinstance(error, redis.ResponseError) and str(error).startswith(
+            ("NOAUTH", "WRONGPASS", "NOPERM")
+        ):
+            return ConnectionError
+        return super().classify_error(error)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            subscriptions, self._subscriptions = list(self._subscriptions), set()
+            keeper, self._keeper = self._keeper, None
+        for subscription in subscriptions:
+            subscription.close()
+        if keeper is not None:
+            keeper.stop()
+        self.connections.close()
+
+
+def _send_packed(connection: redis.Connection, commands: list[list[bytes]]) -> list[Any]:
+    """Send packed commands in one write; read every reply (an error reply in its place)."""
+    connection.send_packed_command([b"".join(chunk for command in commands for chunk in command)])
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(connection.read_response())
+        except redis.ResponseError as err:
+            replies.append(err)
+    return replies
+
+
+def _publish_chunks(envelopes: list[bytes]) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    size = 0
+    for envelope in envelopes:
+        full = len(chunk) >= MAX_PUBLISH_MESSAGES or size + len(envelope) > MAX_PUBLISH_BYTES
+        if chunk and full:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(envelope)
+        size += len(envelope)
+    if chunk:
+        yield chunk
+
+
+class RedisSubscription(SubscriptionDriver):
+    """One consumer of a group. Its leases are registered under a consumer id; when the driver
+    learns that its link dropped, the subscription gives those leases back and continues under a
+    new id, so acks for deliveries from before the drop are discarded."""
+
+    def __init__(
+        self,
+        driver: RedisDriver,
+        topic: str,
+        keys: GroupKeys,
+        *,
+        route_key: str,
+        route_value: str,
+        catalog_value: str,
+        ephemeral: bool,
+        ack_timeout: float | None,
+    ) -> None:
+        self._driver = driver
+        self._topic = topic
+        self._keys = keys
+        self._wake_key = keys.subscriber_wake(new_token())
+        self._route_key = route_key
+        self._route_value = route_value
+        self._catalog_value = catalog_value
+        self._ephemeral = ephemeral
+        self._ack_timeout_ms = round(ack_timeout * 1000) if ack_timeout else 0
+        self._alive_ms = round(driver.options.consumer_timeout * 1000)
+        #: an ephemeral group's keys outlive a silent subscriber by this much, then expire
+        self._keep_ms = 2 * self._alive_ms if ephemeral else 0
+        self._group_keys = keys.all
+        self._ack = ScriptCall(scripts.ACK, self._group_keys)
+        self._nack = ScriptCall(scripts.NACK, self._group_keys)
+        self._extend = ScriptCall(scripts.EXTEND, self._group_keys)
+        self._heartbeat = ScriptCall(scripts.HEARTBEAT, [*self._group_keys, route_key])
+        self._lock = threading.RLock()
+        self._epoch = driver.link.epoch
+        self._closed = False
+        self._failing_since: float | None = None
+        #: the entry under which a receive of this consumer is registered as waiting, if any
+        self._waiting_entry = ""
+        #: acks, nacks and extends go over this connection; acks without waiting for answers
+        self._settler = driver.connections.dedicated()
+        self._unconfirmed: list[tuple[ScriptCall, list[Any]]] = []
+        self._become(new_token())
+
+    def _become(self, consumer: str) -> None:
+        """Take `consumer` as the id to lease under (and its box to wait on)."""
+        self._consumer = consumer
+        self._box = self._keys.box(consumer)
+        self._lease = ScriptCall(scripts.LEASE, [*self._group_keys, self._box])
+
+    # -- consumer identity -----------------------------------------------------------------------
+    def _attach(self, connection: redis.Connection) -> None:
+        with self._lock:
+            consumer = self._consumer
+        keys = self._keys
+        attach = ScriptCall(
+            scripts.ATTACH,
+            [self._route_key, self._driver.layout.catalog, keys.key("timers"), keys.key("alive")],
+        )
+        attach.run(
+            connection,
+            [
+                keys.base,
+                self._route_value,
+                self._catalog_value,
+                consumer,
+                self._alive_ms,
+                self._keep_ms,
+            ],
+        )
+
+    def _current_consumer(self, connection: redis.Connection) -> str:
+        """The consumer id to lease and settle under, on `connection`; call with the lock held.
+        Connecting first makes a reconnect, and so news of a drop, known before the check."""
+        connection.connect()
+        epoch = self._driver.link.epoch
+        if epoch != self._epoch:
+            previous, waiting = self._consumer, self._waiting_entry
+            self._epoch, self._waiting_entry = epoch, ""
+            self._become(new_token())
+            log.info("redis: the link dropped; %r gives back the leases held before", self)
+            self._release(connection, previous, waiting, successor=self._consumer)
+        return self._consumer
+
+    def _release(
+        self, connection: redis.Connection, consumer: str, waiting: str, *, successor: str
+    ) -> None:
+        """Hand back `consumer`'s leases; `successor` continues, or ("") the subscription is
+        closing (waking its blocked receive, and ending an ephemeral group)."""
+        closing = not successor
+        drop_group = self._ephemeral and closing
+        release = ScriptCall(
+            scripts.RELEASE,
+            [*self._group_keys, self._keys.box(consumer), self._wake_key, self._route_key],
+        )
+        release.run(
+            connection,
+            [
+                consumer,
+                "1" if drop_group else "0",
+                "1" if closing else "0",
+                successor,
+                self._alive_ms,
+                waiting,
+            ],
+        )
+
+    def _sync_link(self, connection: redis.Connection) -> None:
+        """Give back leases from before a dropped link now, not at the next receive or ack."""
+        with self._lock:
+            if not self._closed:
+                self._current_consumer(connection)
+
+    def _heartbeat_command(self) -> list[bytes] | None:
+        """This consumer's heartbeat (packed), or None once closed."""
+        with self._lock:
+            if self._closed:
+                return None
+            consumer = self._consumer
+        return self._heartbeat.pack(
+            [consumer, self._alive_ms, self._keep_ms, self._keys.base, self._route_value]
+        )
+
+    # -- receiving -------------------------------------------------------------------------------
+    def receive(self, max_messages: int, timeout: float) -> list[Message]:
+        deadline = time.monotonic() + timeout
+        wanted = max(1, min(max_messages, MAX_PER_SCRIPT))
+        socket_timeout = self._driver.options.socket_timeout
+        while not self._closed:
+            try:
+                with self._driver.connections.lend() as connection:
+                    while True:
+                        remaining = deadline - time.monotonic()
+                        with self._lock:
+                            if self._closed:
+                                return []
+                            consumer = self._current_consumer(connection)
+                            box = self._box
+                            reply = self._lease.run(
+                                connection,
+                                [
+                                    consumer,
+                                    wanted,
+                                    self._ack_timeout_ms,
+                                    self._alive_ms,
+                                    self._keep_ms,
+                                    "1" if remaining >= 0.001 else "0",
+                                    self._waiting_entry,
+                                ],
+                            )
+                            self._waiting_entry = _text(reply[1]) if len(reply) == 2 else ""
+                        self._failing_since = None
+                        if len(reply) > 2:
+                            return self._messages(reply, 1, consumer)
+                        if len(reply) == 1:
+                            return []  # time is up (and it is no longer registered as waiting)
+                        due_ms = reply[0]
+                        wait = remaining if due_ms < 0 else min(remaining, due_ms / 1000)
+                        # blocked until a publish (or nack...) leases messages into the box, or
+                        # close() wakes it; when the wait ends empty, the next lease call
+                        # takes it off the waiting list (collecting what arrived meanwhile)
+                        connection.send_command(
+                            "BLMPOP",
+                            f"{max(wait, 0.001):.3f}",
+                            2,
+                            box,
+                            self._wake_key,
+                            "LEFT",
+                            "COUNT",
+                            3 * wanted,
+                        )
+                        popped = connection.read_response(timeout=wait + socket_timeout)
+                        if popped is not None:
+                            with self._lock:
+                                self._waiting_entry = ""
+                            if _text(popped[0]) != box:
+                                return []  # woken by close()
+                            return self._messages(popped[1], 0, consumer)
+            except RETRYABLE as err:
+                self._failed(err)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                time.sleep(min(0.1, remaining))
+        return []
+
+    def _failed(self, err: Exception) -> None:
+        """A call failed on a lost connection: keep trying until `retry_timeout`, then raise."""
+        if not is_retryable(err) or self._driver.link.closed:
+            raise err
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= self._driver.options.retry_timeout:
+            self._failing_since = None
+            raise err
+
+    def _messages(self, reply: list[Any], start: int, consumer: str) -> list[Message]:
+        """Messages from `reply[start:]`: entry, delivery count, envelope for each."""
+        messages = []
+        for i in range(start, len(reply), 3):
+            entry, count, envelope = reply[i], int(reply[i + 1]), reply[i + 2]
+            fields = {
+                "delivery_count": count,
+                "redelivered": count > 1,
+                "receipt": Receipt(consumer, entry, count),
+            }
+            try:
+                message, extra = unpack(envelope, **fields)
+            except Error as err:
+                # not written by anyqueue: hand it over as raw bytes rather than wedge the group
+                log.error("redis group %s: entry %r is %s", self._keys.base, entry, err)
+                message, extra = Message(envelope, id=f"redis-{_text(entry)}", **fields), {}
+            message.topic = extra.get("topic") or self._topic
+            messages.append(message)
+        return messages
+
+    # -- settling --------------------------------------------------------------------------------
+    def ack(self, messages: Sequence[Message]) -> None:
+        """Acks are sent without waiting for the server's answer (as AMQP's basic.ack): the
+        answers are read before the next settle, and before close() hands anything back."""
+        self._settle(self._ack, ["1" if self._ack_timeout_ms else "0"], messages, confirm=False)
+
+    def nack(self, messages: Sequence[Message], delay: float | None) -> None:
+        delay_ms = -1 if not delay or delay <= 0 else max(1, round(delay * 1000))
+        self._settle(self._nack, [delay_ms, self._keep_ms, self._alive_ms], messages)
+
+    def extend(self, messages: Sequence[Message], seconds: float) -> None:
+        if not self._ack_timeout_ms:
+            return  # without an ack timeout a lease lasts as long as its consumer
+        self._settle(self._extend, [max(1, round(seconds * 1000))], messages)
+
+    def _settle(
+        self,
+        call: ScriptCall,
+        args: list[Any],
+        messages: Sequence[Message],
+        *,
+        confirm: bool = True,
+    ) -> None:
+        receipts = [m.receipt for m in messages if isinstance(m.receipt, Receipt)]
+        failing_since: float | None = None
+        while receipts and not self._closed:
+            try:
+                with self._lock:
+                    if self._closed:
+                        return
+                    connection = self._settler
+                    self._confirm_acks()
+                    consumer = self._current_consumer(connection)
+                    # receipts from before a dropped link are stale: their messages went back
+                    current = [r for r in receipts if r.consumer == consumer]
+                    for start in range(0, len(current), MAX_PER_SCRIPT):
+                        pairs: list[Any] = []
+                        for receipt in current[start : start + MAX_PER_SCRIPT]:
+                            pairs += (receipt.entry, receipt.delivery_count)
+                        if confirm:
+                            call.run(connection, [consumer, *args, *pairs])
+                        else:
+                            connection.send_packed_command(call.pack([consumer, *args, *pairs]))
+                            self._unconfirmed.append((call, [consumer, *args, *pairs]))
+                    return
+            except RETRYABLE as err:
+                if not is_retryable(err) or self._driver.link.closed:
+                    raise
+                now = time.monotonic()
+                failing_since = failing_since if failing_since is not None else now
+                if now - failing_since >= self._driver.options.retry_timeout:
+                    raise
+                time.sleep(0.05)
+
+    def _confirm_acks(self) -> None:
+        """Read the answers to acks sent earlier (with the lock held). An ack whose script the
+        server had forgotten (it restarted) is sent again; one lost with the connection is not,
+        and its message comes back to the group, as after any dropped link."""
+        pending, self._unconfirmed = self._unconfirmed, []
+        forgotten = []
+        try:
+            for call, args in pending:
+                try:
+                    self._settler.read_response()
+                except NoScriptError:
+                    forgotten.append((call, args))
+                except redis.ResponseError as err:
+                    log.error("redis: an ack failed on %s: %s", self._keys.base, err)
+        except RETRYABLE:
+            log.info("redis: the link dropped with %d acks unconfirmed", len(pending))
+            raise
+        for call, args in forgotten:
+            call.run(self._settler, args)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            consumer, waiting = self._consumer, self._waiting_entry
+            self._driver._forget(self)
+            try:
+                # after the acks sent before, on the same connection: acked messages stay gone
+                self._confirm_acks()
+                self._release(self._settler, consumer, waiting, successor="")
+            except (redis.RedisError, Error) as err:
+                log.warning(
+                    "redis: could not hand back the leases of %r (%s); they return to the "
+                    "group after consumer_timeout",
+                    self,
+                    err,
+                )
+            self._driver.connections.give_back(self._settler)
+
+    def __repr__(self) -> str:
+        return f"<RedisSubscription {self._keys.base} consumer={self._consumer}>"
+
+
+class RedisInbox(SubscriptionDriver):
+    """The reply list of one Broker's requests. Replies are read once and need no ack: a reply
+    whose requester is gone simply expires with the list."""
+
+    def __init__(self, driver: RedisDriver, token: str) -> None:
+        self._driver = driver
+        self._address = INBOX_ADDRESS_PREFIX + token
+        self._key = driver.layout.inbox(token)
+        self._wake_key = driver.layout.inbox_wake(token)
+        self._closed = False
+
+    def receive(self, max_messages: int, timeout: float) -> list[Message]:
+        if self._closed:
+            return []
+        count = max(1, min(max_messages, MAX_PER_SCRIPT))
+        wait = f"{max(timeout, 0.001):.3f}"
+        read_timeout = timeout + self._driver.options.socket_timeout
+        try:
+            with self._driver.connections.lend() as connection:
+                connection.send_command(
+                    "BLMPOP", wait, 2, self._key, self._wake_key, "LEFT", "COUNT", count
+                )
+                popped = connection.read_response(timeout=read_timeout)
+                if not popped or _text(popped[0]) != self._key:
+                    return []
+                items = popped[1]
+        except RETRYABLE as err:
+            if not is_retryable(err) or self._driver.link.closed:
+                raise
+            time.sleep(min(0.1, max(timeout, 0.0)))
+            return []
+        replies = []
+        for item in items:
+            message, _ = unpack(item, topic=self._address, delivery_count=1)
+            replies.append(message)
+        return replies
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        """Replies were removed when read."""
+
+    def nack(self, messages: Sequence[Message], delay: float | None) -> None:
+        """Replies were removed when read; there is nothing to give back."""
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with self._driver.connections.lend() as connection:
+                pipeline_on(
+                    connection,
+                    [
+                        ("DEL", self._key),
+                        ("RPUSH", self._wake_key, "closed"),
+                        ("PEXPIRE", self._wake_key, 60_000),
+                    ],
+                )
+        except (redis.RedisError, Error) as err:
+            log.debug("redis: closing reply inbox %s: %s", self._key, err)
+
+
+class _Keeper(threading.Thread):
+    """One per driver with subscriptions: heartbeats every consumer, so that leases of a process
+    that dies come back after `consumer_timeout`; and waits in a blocking command between beats,
+    so that a dropped link is noticed at once and the leases held before it are given back."""
+
+    def __init__(self, driver: RedisDriver) -> None:
+        super().__init__(name=f"{driver.client_name}-keeper", daemon=True)
+        self._driver = driver
+        self._stopping = threading.Event()
+        self._wake_key = driver.layout.keeper_wake(new_token())
+        self._interval = driver.options.consumer_timeout / 3
+
+    def run(self) -> None:
+        driver = self._driver
+        while not self._stopping.is_set():
+            try:
+                with driver.connections.lend() as connection:
+                    self._beat(connection)
+                    connection.send_command("BLPOP", self._wake_key, f"{self._interval:.3f}")
+                    connection.read_response(timeout=self._interval + driver.options.socket_timeout)
+            except (redis.RedisError, Error) as err:
+                if self._stopping.is_set():
+                    return
+                log.debug("redis heartbeat: %s", err)
+                self._stopping.wait(0.1)
+
+    def _beat(self, connection: redis.Connection) -> None:
+        subscriptions = self._driver._open_subscriptions()
+        for subscription in subscriptions:
+            subscription._sync_link(connection)
+        beats = [c for c in (s._heartbeat_command() for s in subscriptions) if c is not None]
+        if not beats:
+            return
+        replies = _send_packed(connection, beats)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            load_scripts(connection)  # the server restarted and forgot the scripts
+            replies = _send_packed(connection, beats)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        if any(replies):
+            log.warning(
+                "redis: an ephemeral subscription was silent longer than consumer_timeout and "
+                "its group lapsed; it is bound again but missed what was published meanwhile"
+            )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            with self._driver.connections.lend() as connection:
+                pipeline_on(
+                    connection,
+                    [("RPUSH", self._wake_key, "stop"), ("PEXPIRE", self._wake_key, 60_000)],
+                )
+        except (redis.RedisError, Error):
+            pass  # the server is gone; closing the connections ends the wait
+        self.join(timeout=2.0)
