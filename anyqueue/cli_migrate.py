@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import click
 
-from .config import BrokerURL, scrub
+from .config import BrokerURL, redact_url, scrub
 from .errors import ConfigError, Error
 from .migrate import MigrationReport, migrate
 
@@ -190,6 +190,13 @@ def migrate_command(
     stop = threading.Event()
     try:
         with _stop_on_signals(stop):
+            if follow:
+                click.echo(
+                    f"following {redact_url(source_url)} {topic} (group {group}) into "
+                    f"{redact_url(destination_url)} {to_topic or topic}; Ctrl-C or SIGTERM "
+                    "stops after the batch in flight",
+                    err=True,
+                )
             report = migrate(
                 source_url,
                 destination_url,

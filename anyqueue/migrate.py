@@ -419,13 +419,19 @@ class _Migration:
         dedupe = self.journal is not None
         publish: list[Message] = []
         known: list[Message] = []
+        batch_ids: set[str] = set()
         for message in batch:
-            if dedupe and (message.id in self.confirmed_earlier or message.id in self.recent):
+            if dedupe and (
+                message.id in self.confirmed_earlier
+                or message.id in self.recent
+                or message.id in batch_ids
+            ):
                 known.append(message)
             elif _too_large(message, self.destination):
                 self._refuse(message)
             else:
                 publish.append(message)
+                batch_ids.add(message.id)
         if self.journal is not None and publish:
             self.journal.write(sending=[m.id for m in publish], sent=self.confirmed_earlier)
         accepted = self._publish(publish)

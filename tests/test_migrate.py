@@ -1,0 +1,1017 @@
+"""`anyqueue migrate`: every message arrives intact, a failing destination or a killed run loses
+nothing, and a rerun resumes with at most one batch published twice (none with dedupe, unless
+the kill hit the publish call itself).
+
+Each case runs on every ordered pair of `migration_backends()`: today two memory:// namespaces;
+`ANYQUEUE_MIGRATE_BACKENDS="memory redis rabbitmq sqs"` adds real brokers, which the tests start
+themselves on free loopback ports (one server per backend, each side of a pair in its own
+database / vhost / queue prefix).
+
+memory:// lives and dies with its process, so a real SIGKILL needs a broker outside it:
+`test_sigkill_*` runs the migration in a child process against a test-started broker
+(redis-server, else RabbitMQ; or the non-memory backends named in the variable above), kills
+it with SIGKILL at a controlled or a random point, and resumes. The in-process kill tests stop
+a run at exact points by raising `Killed`, which migrate cannot catch, on every pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import itertools
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from click.testing import CliRunner
+
+import anyqueue
+from anyqueue import Broker, Message
+from anyqueue.cli import cli
+from anyqueue.cli_migrate import _ProgressLine
+from anyqueue.migrate import (
+    MIGRATED_FROM,
+    MIGRATED_GROUP,
+    MIGRATED_TOPIC,
+    Journal,
+    MigrationReport,
+    default_state_path,
+    migrate,
+)
+
+#: how long a test waits for something that should happen (a polling deadline, not a sleep)
+DEADLINE = 120.0
+
+
+# -- which brokers ---------------------------------------------------------------------------
+def migration_backends() -> list[str]:
+    """The backends whose ordered pairs every case runs on. Today memory:// only; set
+    ANYQUEUE_MIGRATE_BACKENDS (space or comma separated) to add real ones."""
+    configured = os.environ.get("ANYQUEUE_MIGRATE_BACKENDS", "")
+    return configured.replace(",", " ").split() or ["memory"]
+
+
+def migration_pairs() -> list[tuple[str, str]]:
+    """Every ordered pair, a backend with itself included (its two sides are separate)."""
+    return list(itertools.product(migration_backends(), repeat=2))
+
+
+def kill_backends() -> list[str]:
+    """Brokers reachable from two processes for the real SIGKILL tests: the non-memory ones
+    configured, else the first of redis, rabbitmq whose plugin and server are installed."""
+    configured = [name for name in migration_backends() if name != "memory"]
+    if configured:
+        return configured
+    for name in ("redis", "rabbitmq"):
+        if _available(name) is None:
+            return [name]
+    return ["redis"]  # reported as skipped, with the reason
+
+
+def _available(backend: str) -> str | None:
+    """None if the tests can start `backend` here, else why not."""
+    if backend == "memory":
+        return None
+    package = {"redis": "anyqueue_redis", "rabbitmq": "anyqueue_rabbitmq", "sqs": "anyqueue_sqs"}
+    if backend not in package:
+        return f"these tests do not know how to start a {backend} server"
+    if importlib.util.find_spec(package[backend]) is None:
+        return f"the {backend} backend is not installed"
+    if (
+        backend == "redis"
+        and shutil.which(os.environ.get("ANYQUEUE_REDIS_SERVER", "redis-server")) is None
+    ):
+        return "redis-server is not installed"
+    if backend == "rabbitmq":
+        from anyqueue_rabbitmq.testing import scripts_dir
+
+        if scripts_dir() is None:
+            return "rabbitmq-server is not installed"
+    return None
+
+
+class Servers:
+    """Real brokers started on demand, once per session; each side of a pair gets its own
+    namespace on the one server ("a": the source side, "b": the destination side)."""
+
+    def __init__(self, directory: Path, stack: contextlib.ExitStack) -> None:
+        self.directory = directory
+        self.stack = stack
+        self.base: dict[str, Any] = {}
+
+    def url(self, backend: str, side: str) -> str:
+        reason = _available(backend)
+        if reason is not None:
+            pytest.skip(reason)
+        if backend == "memory":
+            return f"memory://migrate-{side}"
+        if backend not in self.base:
+            self.base[backend] = self._start(backend)
+        server = self.base[backend]
+        if backend == "redis":
+            # a killed consumer's leases come back after consumer_timeout
+            database = 0 if side == "a" else 1
+            return f"redis://127.0.0.1:{server.port}/{database}?consumer_timeout=1"
+        if backend == "rabbitmq":
+            vhost = f"migrate-{side}"
+            if vhost not in server.vhosts:
+                server.node.ctl("add_vhost", vhost)
+                server.node.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+                server.vhosts.add(vhost)
+            return f"amqp://guest:guest@127.0.0.1:{server.node.port}/{vhost}"
+        if backend == "sqs":
+            from anyqueue_sqs.testing import sqs_url
+
+            return sqs_url(server, prefix=f"mig{side}", visibility_timeout=5)
+        raise AssertionError(backend)
+
+    def _start(self, backend: str) -> Any:
+        if backend == "redis":
+            from anyqueue_redis.testing import RedisServer
+
+            server = RedisServer(self.directory / "redis", appendfsync="no")
+            return self.stack.enter_context(server)
+        if backend == "rabbitmq":
+            from anyqueue_rabbitmq.testing import RabbitNode
+
+            node = self.stack.enter_context(RabbitNode(self.directory / "rabbitmq", tls=False))
+            return _RabbitServer(node, set())
+        if backend == "sqs":
+            from anyqueue_sqs.testing import moto_server
+
+            return self.stack.enter_context(moto_server())
+        raise AssertionError(backend)
+
+
+@dataclass
+class _RabbitServer:
+    node: Any
+    vhosts: set[str]
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    with contextlib.ExitStack() as stack:
+        yield Servers(tmp_path_factory.mktemp("migrate-brokers"), stack)
+
+
+@dataclass
+class Pair:
+    """A connected source and destination, and names no other test uses."""
+
+    source: Broker
+    destination: Broker
+    topic: str
+    group: str
+    #: how long "nothing more arrives" is waited for (in-process brokers answer at once)
+    quiet: float
+
+    @property
+    def ordered(self) -> bool:
+        """Both keep one consumer's publish order, so the migration must too."""
+        return (
+            self.source.capabilities.ordering
+            == self.destination.capabilities.ordering
+            == ("global")
+        )
+
+
+def _pair_id(pair: tuple[str, str]) -> str:
+    return f"{pair[0]}-to-{pair[1]}"
+
+
+@pytest.fixture(params=migration_pairs(), ids=_pair_id)
+def pair(request: pytest.FixtureRequest, servers: Servers) -> Iterator[Pair]:
+    source_backend, destination_backend = request.param
+    source_url = servers.url(source_backend, "a")
+    destination_url = servers.url(destination_backend, "b")
+    in_process = source_backend == destination_backend == "memory"
+    with anyqueue.connect(source_url) as source, anyqueue.connect(destination_url) as destination:
+        yield Pair(
+            source,
+            destination,
+            topic=f"migrate-{uuid.uuid4().hex[:12]}",
+            group="billing",
+            quiet=0.2 if in_process else 1.5,
+        )
+
+
+# -- messages --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sent:
+    """What a published message must look like when it arrives."""
+
+    body: bytes
+    key: str | None
+    headers: dict[str, str]
+    content_type: str
+    correlation_id: str | None
+
+
+def publish_samples(broker: Broker, topic: str, group: str, count: int) -> dict[str, Sent]:
+    """Declare `group`, publish `count` varied messages (text, JSON, binary, custom content
+    types; keys, none, unicode headers, correlation ids); return them by id, in order."""
+    broker.declare(topic, group)
+    messages = []
+    for n in range(count):
+        headers = {"seq": str(n), "trace": f"t-{n:05d}"}
+        if n % 7 == 0:
+            headers["note"] = "ünïcode ✓"
+        kind = n % 4
+        body: Any
+        content_type = None
+        if kind == 0:
+            body = f"text {n}"
+        elif kind == 1:
+            body = {"n": n, "items": [n, n + 1]}
+        elif kind == 2:
+            body = bytes([n % 256, 0, 255]) + b"binary"
+        else:
+            body, content_type = f"<n>{n}</n>".encode(), "application/xml"
+        messages.append(
+            Message(
+                body,
+                key=None if n % 5 == 0 else f"user-{n % 13}",
+                headers=headers,
+                content_type=content_type,
+                correlation_id=f"corr-{n}" if n % 11 == 0 else None,
+            )
+        )
+    sent: dict[str, Sent] = {}
+    for start in range(0, count, 500):
+        chunk = messages[start : start + 500]
+        for message_id, message in zip(broker.publish_batch(topic, chunk), chunk):
+            sent[message_id] = Sent(
+                message.body,
+                message.key,
+                dict(message.headers),
+                message.content_type,
+                message.correlation_id,
+            )
+    return sent
+
+
+def drain(broker: Broker, topic: str, group: str, *, expect: int, quiet: float) -> list[Message]:
+    """Receive and ack until `expect` messages came, then until `quiet` seconds pass with
+    nothing more (so extras and duplicates are caught too)."""
+    received: list[Message] = []
+    deadline = time.monotonic() + DEADLINE
+    with broker.subscribe(topic, group, prefetch=200) as subscription:
+        while len(received) < expect and time.monotonic() < deadline:
+            message = subscription.receive(timeout=1.0)
+            if message is not None:
+                message.ack()
+                received.append(message)
+        while (message := subscription.receive(timeout=quiet)) is not None:
+            message.ack()
+            received.append(message)
+    return received
+
+
+def check_arrived(pair: Pair, sent: dict[str, Sent], received: list[Message]) -> None:
+    """Each sent message arrived exactly once, intact, with provenance headers."""
+    ids = [message.id for message in received]
+    duplicated = [i for i, n in Counter(ids).items() if n > 1]
+    assert not duplicated, f"{len(duplicated)} ids arrived more than once"
+    assert set(ids) == set(sent), f"missing {len(set(sent) - set(ids))} of {len(sent)}"
+    for message in received:
+        expected = sent[message.id]
+        own_headers = {
+            name: value
+            for name, value in message.headers.items()
+            if not name.startswith("anyqueue-migrated-")
+        }
+        assert (
+            message.body,
+            message.key,
+            own_headers,
+            message.content_type,
+            message.correlation_id,
+        ) == (
+            expected.body,
+            expected.key,
+            expected.headers,
+            expected.content_type,
+            expected.correlation_id,
+        )
+        assert message.headers[MIGRATED_FROM] == pair.source.url
+        assert message.headers[MIGRATED_TOPIC] == pair.topic
+        assert message.headers[MIGRATED_GROUP] == pair.group
+        assert "***" in pair.source.url or "@" not in pair.source.url  # never a password
+    if pair.ordered:
+        assert ids == list(sent), "one migration keeps the source's order"
+
+
+# -- the cases -------------------------------------------------------------------------------
+def test_every_message_arrives_exactly(pair: Pair) -> None:
+    sent = publish_samples(pair.source, pair.topic, pair.group, 2000)
+    seen: list[MigrationReport] = []
+
+    report = migrate(
+        pair.source,
+        pair.destination,
+        topic=pair.topic,
+        group=pair.group,
+        idle_timeout=pair.quiet,
+        progress=lambda live: seen.append(dataclasses.replace(live)),
+    )
+
+    assert report.ok and report.stopped_by == "idle", report.summary()
+    assert (report.moved, report.skipped, report.failed) == (2000, 0, 0)
+    assert report.bytes_moved == sum(len(s.body) for s in sent.values())
+    assert seen and seen[-1].moved == 2000
+    assert [s.moved for s in seen] == sorted(s.moved for s in seen)
+    received = drain(pair.destination, pair.topic, pair.group, expect=2000, quiet=pair.quiet)
+    check_arrived(pair, sent, received)
+    assert drain(pair.source, pair.topic, pair.group, expect=0, quiet=pair.quiet) == []
+
+
+def test_to_topic_publishes_there_and_declares_the_group_first(pair: Pair) -> None:
+    sent = publish_samples(pair.source, pair.topic, pair.group, 300)
+    renamed = pair.topic + ".v2"
+
+    report = migrate(
+        pair.source,
+        pair.destination,
+        topic=pair.topic,
+        group=pair.group,
+        to_topic=renamed,
+        idle_timeout=pair.quiet,
+    )
+
+    assert report.ok and report.moved == 300, report.summary()
+    received = drain(pair.destination, renamed, pair.group, expect=300, quiet=pair.quiet)
+    check_arrived(pair, sent, received)
+    assert {m.topic for m in received} == {renamed}
+    assert drain(pair.destination, pair.topic, pair.group, expect=0, quiet=pair.quiet) == []
+
+
+def test_limit_moves_exactly_that_many_and_leaves_the_rest(pair: Pair) -> None:
+    sent = publish_samples(pair.source, pair.topic, pair.group, 500)
+
+    report = migrate(
+        pair.source,
+        pair.destination,
+        topic=pair.topic,
+        group=pair.group,
+        limit=130,
+        batch_size=40,
+        idle_timeout=pair.quiet,
+    )
+
+    assert report.ok and report.stopped_by == "limit", report.summary()
+    assert report.moved == 130
+    moved = drain(pair.destination, pair.topic, pair.group, expect=130, quiet=pair.quiet)
+    left = drain(pair.source, pair.topic, pair.group, expect=370, quiet=pair.quiet)
+    assert len(moved) == 130 and len(left) == 370
+    assert {m.id for m in moved} | {m.id for m in left} == set(sent)
+    if pair.ordered:
+        assert [m.id for m in moved] == list(sent)[:130]
+
+
+def test_idle_timeout_ends_the_run(pair: Pair) -> None:
+    pair.source.declare(pair.topic, pair.group)
+    empty = migrate(
+        pair.source, pair.destination, topic=pair.topic, group=pair.group, idle_timeout=0.1
+    )
+    assert empty.ok and empty.stopped_by == "idle" and empty.moved == 0
+
+    # the destination group exists now: what arrives there meanwhile is kept
+    pair.destination.publish(pair.topic, b"kept")
+    kept = drain(pair.destination, pair.topic, pair.group, expect=1, quiet=pair.quiet)
+    assert [m.body for m in kept] == [b"kept"]
+
+    publish_samples(pair.source, pair.topic, pair.group, 30)
+    some = migrate(
+        pair.source, pair.destination, topic=pair.topic, group=pair.group, idle_timeout=0.1
+    )
+    assert some.stopped_by == "idle" and some.moved == 30
+
+
+def test_follow_keeps_forwarding_until_stopped_from_another_thread(pair: Pair) -> None:
+    pair.source.declare(pair.topic, pair.group)
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = migrate(
+                pair.source,
+                pair.destination,
+                topic=pair.topic,
+                group=pair.group,
+                follow=True,
+                idle_timeout=0.01,  # ignored with follow: waves far apart still move
+                batch_size=25,
+                stop=stop,
+            )
+        except BaseException as err:  # surfaced by the assertion below
+            outcome["error"] = err
+
+    shovel = threading.Thread(target=run, name="migrate-follow")
+    shovel.start()
+    received: list[Message] = []
+    sent: dict[str, Sent] = {}
+    try:
+        with pair.destination.subscribe(pair.topic, pair.group, prefetch=100) as subscription:
+            for wave in range(3):
+                sent |= publish_samples(pair.source, pair.topic, pair.group, 100)
+                deadline = time.monotonic() + DEADLINE
+                while len(received) < 100 * (wave + 1) and time.monotonic() < deadline:
+                    message = subscription.receive(timeout=1.0)
+                    if message is not None:
+                        message.ack()
+                        received.append(message)
+                assert shovel.is_alive()
+    finally:
+        stop.set()
+        shovel.join(DEADLINE)
+    assert not shovel.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    report = outcome["report"]
+    assert report.ok and report.stopped_by == "stop" and report.moved == 300
+    received += drain(pair.destination, pair.topic, pair.group, expect=0, quiet=pair.quiet)
+    check_arrived(pair, sent, received)
+
+
+@contextlib.contextmanager
+def patched(target: object, name: str, replacement: Any) -> Iterator[None]:
+    """Replace an attribute of one instance (a method or a value), then restore it."""
+    missing = object()
+    original = vars(target).get(name, missing)
+    setattr(target, name, replacement)
+    try:
+        yield
+    finally:
+        if original is missing:
+            delattr(target, name)
+        else:
+            setattr(target, name, original)
+
+
+def test_destination_failing_mid_run_loses_nothing(pair: Pair) -> None:
+    sent = publish_samples(pair.source, pair.topic, pair.group, 500)
+    real_publish = pair.destination.publish_batch
+    batches = itertools.count(1)
+
+    def publish_then_fail(topic: str, messages: Any) -> list[str]:
+        if next(batches) > 3:
+            raise anyqueue.ConnectionError("destination went away")
+        return real_publish(topic, messages)
+
+    with patched(pair.destination, "publish_batch", publish_then_fail):
+        broken = migrate(
+            pair.source,
+            pair.destination,
+            topic=pair.topic,
+            group=pair.group,
+            batch_size=50,
+            idle_timeout=pair.quiet,
+        )
+
+    assert not broken.ok and broken.stopped_by == "error"
+    assert "destination went away" in (broken.error or "")
+    assert (broken.moved, broken.failed) == (150, 50)
+    depth = pair.source._driver.depth(pair.topic, pair.group)
+    assert depth in (None, 350)  # the source still holds the rest (where it can tell)
+
+    resumed = migrate(
+        pair.source, pair.destination, topic=pair.topic, group=pair.group, idle_timeout=pair.quiet
+    )
+    assert resumed.ok and resumed.moved == 350, resumed.summary()
+    received = drain(pair.destination, pair.topic, pair.group, expect=500, quiet=pair.quiet)
+    check_arrived(pair, sent, received)
+
+
+def test_messages_too_large_for_the_destination_stay_at_the_source(pair: Pair) -> None:
+    pair.source.declare(pair.topic, pair.group)
+    small = pair.source.publish_batch(pair.topic, [b"s" * 100] * 20)
+    large = pair.source.publish_batch(pair.topic, [b"L" * 5000] * 3)
+    # a destination that takes at most 1,000 bytes (its publish enforces it too)
+    limited = dataclasses.replace(pair.destination.capabilities, max_body_bytes=1000)
+
+    with patched(pair.destination, "capabilities", limited):
+        report = migrate(
+            pair.source,
+            pair.destination,
+            topic=pair.topic,
+            group=pair.group,
+            idle_timeout=pair.quiet,
+        )
+
+    assert (report.moved, report.failed) == (20, 3) and not report.ok
+    arrived = drain(pair.destination, pair.topic, pair.group, expect=20, quiet=pair.quiet)
+    assert sorted(m.id for m in arrived) == sorted(small)
+    left = drain(pair.source, pair.topic, pair.group, expect=3, quiet=pair.quiet)
+    assert sorted(m.id for m in left) == sorted(large)
+
+
+def test_dry_run_moves_nothing(pair: Pair) -> None:
+    sent = publish_samples(pair.source, pair.topic, pair.group, 120)
+
+    report = migrate(
+        pair.source, pair.destination, topic=pair.topic, group=pair.group, dry_run=True,
+        idle_timeout=pair.quiet,
+    )  # fmt: skip
+
+    assert report.dry_run and report.ok and report.would_move == 120 and report.moved == 0
+    assert report.counted_by in ("depth", "leasing")
+    assert drain(pair.destination, pair.topic, pair.group, expect=0, quiet=pair.quiet) == []
+    left = drain(pair.source, pair.topic, pair.group, expect=120, quiet=pair.quiet)
+    assert {m.id for m in left} == set(sent)
+    # by depth nothing was touched; by leasing every message was delivered once already
+    first_delivery = 1 if report.counted_by == "depth" else 2
+    assert {m.delivery_count for m in left} == {first_delivery}
+
+
+def test_dry_run_without_a_depth_leases_and_returns(pair: Pair) -> None:
+    sent = publish_samples(pair.source, pair.topic, pair.group, 40)
+
+    with patched(pair.source._driver, "depth", lambda topic, group: None):
+        report = migrate(
+            pair.source,
+            pair.destination,
+            topic=pair.topic,
+            group=pair.group,
+            dry_run=True,
+            limit=25,
+            idle_timeout=pair.quiet,
+        )
+
+    assert (report.would_move, report.counted_by, report.at_least) == (25, "leasing", False)
+    left = drain(pair.source, pair.topic, pair.group, expect=40, quiet=pair.quiet)
+    assert {m.id for m in left} == set(sent)
+    assert sorted(m.delivery_count for m in left) == [1] * 15 + [2] * 25
+
+
+# -- killed at a controlled point, in this process --------------------------------------------
+class Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so nothing in migrate handles it."""
+
+
+#: phase → (duplicates without dedupe, with dedupe) after a kill in batch KILL_BATCH of 50
+KILL_PHASES = {
+    "before-publish": (0, 0),  # the destination never saw the batch
+    "publish-half": (25, 25),  # it took half; nobody heard back: the rerun sends all again
+    "publish-done": (50, 50),  # it took all of it; the confirmation died with the process
+    "ack": (50, 0),  # confirmed and journaled; killed before the first ack at the source
+}
+KILL_BATCH = 4
+BATCH = 50
+
+
+def arm(
+    phase: str,
+    source: Broker,
+    destination: Broker,
+    die: Callable[[], NoReturn],
+    *,
+    batch: int = KILL_BATCH,
+    slow: float = 0.0,
+) -> None:
+    """Make this migration die at `phase` of batch `batch` (its numbering: publish calls).
+    `slow` seconds after each publish make the destination slow, for random kills."""
+    published = itertools.count(1)
+    current = [0]
+    real_publish = destination.publish_batch
+
+    def publish_batch(topic: str, messages: Any) -> list[str]:
+        messages = list(messages)
+        current[0] = next(published)
+        if current[0] == batch:
+            if phase == "before-publish":
+                die()
+            if phase == "publish-half":
+                real_publish(topic, messages[: len(messages) // 2])
+                die()
+            if phase == "publish-done":
+                real_publish(topic, messages)
+                die()
+        ids = real_publish(topic, messages)
+        if slow:
+            time.sleep(slow)  # the child's slow destination; the test itself never sleeps
+        return ids
+
+    destination.publish_batch = publish_batch  # type: ignore[method-assign]
+    if phase != "ack":
+        return
+    real_subscribe = source.subscribe
+
+    def subscribe(*args: Any, **kwargs: Any) -> anyqueue.Subscription:
+        subscription = real_subscribe(*args, **kwargs)
+        real_settle = subscription._settle
+
+        def settle(message: Message, **how: Any) -> None:
+            if current[0] == batch:
+                die()
+            real_settle(message, **how)
+
+        subscription._settle = settle  # type: ignore[method-assign]
+        return subscription
+
+    source.subscribe = subscribe  # type: ignore[method-assign]
+
+
+def _raise_killed() -> NoReturn:
+    raise Killed
+
+
+@pytest.mark.parametrize("dedupe", [False, True], ids=["plain", "dedupe"])
+@pytest.mark.parametrize("phase", list(KILL_PHASES))
+def test_killed_in_process_at_a_controlled_point_then_resumed(
+    pair: Pair, tmp_path: Path, phase: str, dedupe: bool
+) -> None:
+    sent = publish_samples(pair.source, pair.topic, pair.group, 600)
+    state = tmp_path / "journal.json" if dedupe else None
+    options: dict[str, Any] = dict(
+        topic=pair.topic,
+        group=pair.group,
+        batch_size=BATCH,
+        dedupe=dedupe,
+        state_path=state,
+        idle_timeout=pair.quiet,
+    )
+    arm(phase, pair.source, pair.destination, _raise_killed)
+    try:
+        with pytest.raises(Killed):
+            migrate(pair.source, pair.destination, **options)
+    finally:
+        del pair.destination.publish_batch
+        if phase == "ack":
+            del pair.source.subscribe
+    if state is not None:
+        assert state.exists(), "a killed run leaves its journal for the rerun"
+
+    resumed = migrate(pair.source, pair.destination, **options)
+
+    assert resumed.ok, resumed.summary()
+    received = drain(pair.destination, pair.topic, pair.group, expect=600, quiet=pair.quiet)
+    ids = [m.id for m in received]
+    assert set(ids) == set(sent), "nothing is lost"
+    duplicates = len(ids) - len(set(ids))
+    assert duplicates == KILL_PHASES[phase][dedupe] <= BATCH
+    if dedupe:
+        assert resumed.skipped == (BATCH if phase == "ack" else 0)
+        # journaled as "sending" before the publish: the rerun cannot tell how far it got
+        assert resumed.resent == (0 if phase == "ack" else BATCH)
+        assert state is not None and not state.exists(), "a clean end removes the journal"
+
+
+# -- killed with SIGKILL, in a child process ---------------------------------------------------
+def child_main(config_text: str) -> None:
+    """The migration in the child process (run via runpy): connect, arm the kill point or the
+    slow destination, migrate; at the kill point say so on stdout and wait to be killed."""
+    config = json.loads(config_text)
+
+    def wait_for_sigkill() -> NoReturn:
+        print("KILL-POINT", flush=True)
+        threading.Event().wait()
+        raise AssertionError("unreachable")
+
+    with (
+        anyqueue.connect(config["source"]) as source,
+        anyqueue.connect(config["destination"]) as destination,
+    ):
+        arm(
+            config["phase"],
+            source,
+            destination,
+            wait_for_sigkill,
+            batch=config["batch"],
+            slow=config["slow"],
+        )
+        print("STARTED", flush=True)
+        report = migrate(
+            source,
+            destination,
+            topic=config["topic"],
+            group=config["group"],
+            batch_size=BATCH,
+            dedupe=config["dedupe"],
+            state_path=config["state"],
+            idle_timeout=5.0,
+        )
+        print("FINISHED " + json.dumps(report.as_dict()), flush=True)
+
+
+CHILD = "import runpy, sys; runpy.run_path(sys.argv[1])['child_main'](sys.argv[2])"
+
+
+def _kill_pairs() -> list[tuple[str, str]]:
+    return list(itertools.product(kill_backends(), repeat=2))
+
+
+@pytest.fixture(params=_kill_pairs(), ids=_pair_id)
+def shared_pair(request: pytest.FixtureRequest, servers: Servers) -> tuple[str, str]:
+    """URLs of a source and a destination that outlive the process using them."""
+    source_backend, destination_backend = request.param
+    return servers.url(source_backend, "a"), servers.url(destination_backend, "b")
+
+
+@pytest.mark.parametrize(
+    "phase, dedupe, most_duplicates",
+    [
+        ("random", False, BATCH),  # wherever the kill lands: at most the batch in flight
+        ("random", True, BATCH),  # the same bound: the kill may land inside a publish
+        ("ack", True, 0),  # confirmed and journaled, killed before the ack: none twice
+        ("publish-half", True, BATCH // 2),  # inside the publish: its half, sent again
+    ],
+    ids=["random-plain", "random-dedupe", "ack-dedupe", "publish-half-dedupe"],
+)
+def test_sigkill_half_way_then_resume_loses_nothing(
+    shared_pair: tuple[str, str], tmp_path: Path, phase: str, dedupe: bool, most_duplicates: int
+) -> None:
+    source_url, destination_url = shared_pair
+    topic, group, total = f"killed-{uuid.uuid4().hex[:12]}", "billing", 2000
+    with anyqueue.connect(source_url) as source, anyqueue.connect(destination_url) as destination:
+        sent = publish_samples(source, topic, group, total)
+        destination.declare(topic, group)
+        state = str(tmp_path / "journal.json") if dedupe else None
+        config = {
+            "source": source_url,
+            "destination": destination_url,
+            "topic": topic,
+            "group": group,
+            "dedupe": dedupe,
+            "state": state,
+            "phase": phase,
+            "batch": total // BATCH // 2,  # the kill point: half-way
+            "slow": 0.05 if phase == "random" else 0.0,
+        }
+        received: list[Message] = []
+        with destination.subscribe(topic, group, prefetch=200) as watcher:
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD, __file__, json.dumps(config)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+            try:
+                lines = _lines_of(child)
+                if phase == "random":
+                    # kill once the destination has more than half of the messages
+                    _receive_until(watcher, received, total // 2)
+                else:
+                    _expect_line(lines, "KILL-POINT", child)
+                os.kill(child.pid, signal.SIGKILL)
+                child.wait(DEADLINE)
+            finally:
+                if child.poll() is None:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait()
+            assert child.returncode == -signal.SIGKILL, child.stderr.read()  # type: ignore[union-attr]
+            killed_at = len(received)
+
+        resumed = migrate(
+            source,
+            destination,
+            topic=topic,
+            group=group,
+            batch_size=BATCH,
+            dedupe=dedupe,
+            state_path=state,
+            idle_timeout=3.0,  # longer than a dead consumer's leases take to come back
+        )
+        assert resumed.ok, resumed.summary()
+        received += drain(destination, topic, group, expect=total - killed_at, quiet=1.5)
+    print(f"killed after {killed_at} arrived; resumed: {resumed.summary()}")
+
+    ids = [m.id for m in received]
+    assert set(ids) == set(sent), f"lost {len(set(sent) - set(ids))} messages"
+    duplicates = len(ids) - len(set(ids))
+    assert duplicates <= most_duplicates, f"{duplicates} duplicates"
+    if phase == "ack":
+        assert resumed.skipped == BATCH
+    if phase == "publish-half":
+        assert resumed.resent == BATCH and duplicates == BATCH // 2
+
+
+def _lines_of(child: subprocess.Popen[str]) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.put(line.strip())
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _expect_line(lines: queue.Queue[str], wanted: str, child: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            if child.poll() is not None:
+                break
+            continue
+        if line == wanted:
+            return
+        assert not line.startswith("FINISHED"), f"the child finished without being killed: {line}"
+    raise AssertionError(f"no {wanted!r} from the child (exit {child.poll()})")
+
+
+def _receive_until(
+    subscription: anyqueue.Subscription, received: list[Message], count: int
+) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while len(received) < count:
+        assert time.monotonic() < deadline, f"only {len(received)} of {count} arrived"
+        message = subscription.receive(timeout=1.0)
+        if message is not None:
+            message.ack()
+            received.append(message)
+
+
+# -- arguments, journal and CLI (memory://) -----------------------------------------------------
+@pytest.fixture
+def memory_pair() -> Iterator[Pair]:
+    name = uuid.uuid4().hex[:8]
+    with (
+        anyqueue.connect(f"memory://{name}-a") as source,
+        anyqueue.connect(f"memory://{name}-b") as destination,
+    ):
+        yield Pair(source, destination, topic="orders", group="billing", quiet=0.2)
+
+
+def test_refuses_to_move_a_group_into_itself(memory_pair: Pair) -> None:
+    source = memory_pair.source
+    with pytest.raises(anyqueue.ConfigError, match="same group"):
+        migrate(source, source.url, topic="orders", group="g")
+    with pytest.raises(anyqueue.ConfigError, match="same group"):
+        migrate(source, source, topic="orders.#", group="g", to_topic="orders.new")
+    publish_samples(source, "orders", "g", 5)
+    report = migrate(source, source, topic="orders", group="g", to_topic="orders-v2",
+                     idle_timeout=0.1)  # fmt: skip
+    assert report.moved == 5
+
+
+def test_argument_checks(memory_pair: Pair) -> None:
+    bad: list[dict[str, Any]] = [
+        {"limit": 0},
+        {"batch_size": 0},
+        {"idle_timeout": -1},
+        {"follow": True, "dry_run": True},
+        {"state_path": "somewhere.json"},
+    ]
+    for options in bad:
+        with pytest.raises(anyqueue.ConfigError):
+            migrate(memory_pair.source, memory_pair.destination, topic="t", group="g", **options)
+
+
+def test_a_pattern_source_keeps_each_message_topic(memory_pair: Pair) -> None:
+    source, destination = memory_pair.source, memory_pair.destination
+    source.declare("logs.#", "archive")
+    source.publish("logs.eu.error", b"eu")
+    source.publish("logs.us.info", b"us")
+    destination.declare("logs.eu.error", "check")
+    destination.declare("logs.us.info", "check")
+
+    report = migrate(source, destination, topic="logs.#", group="archive", idle_timeout=0.1)
+
+    assert report.moved == 2
+    for topic, body in (("logs.eu.error", b"eu"), ("logs.us.info", b"us")):
+        (message,) = drain(destination, topic, "check", expect=1, quiet=0.1)
+        assert message.body == body and message.headers[MIGRATED_TOPIC] == topic
+    assert len(drain(destination, "logs.#", "archive", expect=2, quiet=0.1)) == 2
+
+
+def test_journal_is_locked_tied_to_its_migration_and_named_without_secrets(
+    tmp_path: Path, memory_pair: Pair
+) -> None:
+    report = MigrationReport("amqp://u:***@old/", "redis://new:6379/0", "orders", None, "g")
+    path = tmp_path / "j.json"
+    with Journal.for_migration(report, path) as journal:
+        journal.write(sending=["a"], sent={"b"})
+        assert journal.load() == ({"b"}, {"a"})
+        with pytest.raises(anyqueue.ConfigError, match="another migration is using"):
+            Journal.for_migration(report, path).__enter__()
+    other = dataclasses.replace(report, group="h")
+    with (
+        pytest.raises(anyqueue.ConfigError, match="belongs to another migration"),
+        Journal.for_migration(other, path) as journal,
+    ):
+        journal.load()
+    default = default_state_path(
+        source=report.source, destination=report.destination, topic="orders", to_topic=None,
+        group="g",
+    )  # fmt: skip
+    assert default.name.startswith("orders--g--") and "***" not in str(default)
+
+
+def test_default_journal_lives_in_the_cache_and_goes_after_a_clean_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory_pair: Pair
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    publish_samples(memory_pair.source, "orders", "billing", 10)
+    report = migrate(
+        memory_pair.source, memory_pair.destination, topic="orders", group="billing",
+        dedupe=True, idle_timeout=0.1,
+    )  # fmt: skip
+    assert report.moved == 10 and report.state_path is not None
+    assert Path(report.state_path).parent == tmp_path / "anyqueue" / "migrate"
+    assert not Path(report.state_path).exists()
+
+
+def test_dedupe_skips_ids_already_moved_in_this_run(memory_pair: Pair, tmp_path: Path) -> None:
+    source, destination = memory_pair.source, memory_pair.destination
+    source.declare("orders", "billing")
+    source.publish("orders", b"once", id="order-1")
+    source.publish("orders", b"redelivered copy", id="order-1")  # e.g. an at-least-once source
+    source.publish("orders", b"another", id="order-2")
+    source.publish("orders", b"later copy", id="order-1")
+    report = migrate(source, destination, topic="orders", group="billing", dedupe=True,
+                     idle_timeout=0.1, state_path=tmp_path / "j.json", batch_size=3)  # fmt: skip
+    assert (report.moved, report.skipped) == (2, 2)
+    arrived = drain(destination, "orders", "billing", expect=2, quiet=0.1)
+    assert [m.body for m in arrived] == [b"once", b"another"]
+
+
+def test_cli_migrates_and_prints_a_summary_and_json() -> None:
+    name = uuid.uuid4().hex[:8]
+    with anyqueue.connect(f"memory://{name}-a") as source:
+        publish_samples(source, "orders", "billing", 250)
+        result = CliRunner().invoke(
+            cli,
+            ["migrate", f"memory://{name}-a", f"memory://{name}-b", "-t", "orders",
+             "-g", "billing", "--idle-timeout", "0.1", "--json"],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (record["moved"], record["ok"], record["stopped_by"]) == (250, True, "idle")
+    assert "moved 250 messages" in result.stderr
+    with anyqueue.connect(f"memory://{name}-b") as destination:
+        assert len(drain(destination, "orders", "billing", expect=250, quiet=0.1)) == 250
+
+
+def test_cli_dry_run_and_errors_exit_non_zero() -> None:
+    name = uuid.uuid4().hex[:8]
+    runner = CliRunner()
+    with anyqueue.connect(f"memory://{name}-a") as source:
+        publish_samples(source, "orders", "billing", 7)
+        dry = runner.invoke(
+            cli,
+            ["migrate", f"memory://{name}-a", f"memory://{name}-b", "-t", "orders",
+             "-g", "billing", "--dry-run"],
+        )  # fmt: skip
+        assert dry.exit_code == 0 and "would move 7 messages" in dry.stderr
+        assert source._driver.depth("orders", "billing") == 7
+        loop = runner.invoke(
+            cli, ["migrate", f"memory://{name}-a", f"memory://{name}-a", "-t", "orders", "-g", "x"]
+        )
+        assert loop.exit_code == 1 and "same group" in loop.stderr
+        needs_dedupe = runner.invoke(
+            cli,
+            ["migrate", f"memory://{name}-a", f"memory://{name}-b", "-t", "orders", "-g",
+             "billing", "--state", "j.json"],
+        )  # fmt: skip
+        assert needs_dedupe.exit_code == 1 and "dedupe" in needs_dedupe.stderr
+        secret = runner.invoke(
+            cli,
+            ["migrate", "nosuch://user:hunter2@host", f"memory://{name}-b", "-t", "t", "-g", "g"],
+        )
+        assert secret.exit_code == 1 and "hunter2" not in secret.output + secret.stderr
+
+
+def test_cli_follow_stops_cleanly_on_sigterm_and_sigint() -> None:
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "anyqueue.cli", "migrate", "memory://a", "memory://b",
+             "-t", "orders", "-g", "billing", "--follow"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stderr is not None
+        while not (line := process.stderr.readline()).startswith("following"):
+            assert line, "the command ended before it started following"
+        process.send_signal(stop_signal)
+        rest = process.stderr.read()  # until it exits and closes stderr
+        assert process.wait(DEADLINE) == 0, rest
+        assert "stopping after the batch in flight" in rest and "[stopped]" in rest
+
+
+def test_progress_line_shows_rate_and_eta_when_the_depth_is_known() -> None:
+    report = MigrationReport("memory://a", "memory://b", "t", None, "g", moved=500)
+    report.moving_seconds = report.elapsed = 2.0
+    report.remaining = 1500
+    line = _ProgressLine.render(report)
+    assert "moved 500" in line and "250 msg/s" in line and "~1,500 left" in line
+    assert "ETA 0:06" in line
+    report.remaining = None
+    assert "ETA" not in _ProgressLine.render(report)
