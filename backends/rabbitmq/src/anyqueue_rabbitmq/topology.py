@@ -75,7 +75,7 @@ def group_queue(exchange: str, topic: str, group: str) -> str:
     if len(name.encode()) <= MAX_NAME_BYTES:
         return name
     digest = hashlib.sha256(f"{exchange}\0{topic}\0{group}".encode()).hexdigest()[:32]
-    room = (MAX_NAME_BYTES - len(digest) - 3 - len(exchange.encode())) // 2
+    room = (MAX_NAME_BYTES - len(digest) - 4 - len(exchange.encode())) // 2  # 4 separators
     return f"{exchange}:{topic[:room]}~:{group[:room]}~{digest}"
 
 
