@@ -43,9 +43,9 @@ class BrokerURL:
     def parse(cls, url: str) -> BrokerURL:
         """Split `url`; a malformed URL is a ConfigError that does not echo the password."""
         if not isinstance(url, str) or "://" not in url:
+            # not echoed: without a scheme we cannot tell which part may be a password
             raise ConfigError(
-                f"not a broker URL: {_redact_text(str(url))!r}; expected SCHEME://..., "
-                "e.g. memory://, redis://localhost:6379/0"
+                "not a broker URL: expected SCHEME://..., e.g. memory://, redis://localhost:6379/0"
             )
         try:
             parts = urlsplit(url)

@@ -45,9 +45,7 @@ def check_headers(headers: object) -> dict[str, str]:
     """Validate headers: a mapping of str to str (returned as a dict)."""
     if headers is None:
         return {}
-    if type(headers) is dict and all(
-        type(k) is str and type(v) is str for k, v in headers.items()
-    ):
+    if type(headers) is dict and all(type(k) is str and type(v) is str for k, v in headers.items()):
         return headers
     if not isinstance(headers, Mapping):
         raise TypeError(f"headers must be a dict of str to str, not {type(headers).__name__}")

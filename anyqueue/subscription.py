@@ -143,7 +143,7 @@ class Subscription:
             message._settled = True
             self._held -= 1
             if self._waiting:
-                self._changed.notify()
+                self._changed.notify_all()
             if ack and self._ack_batch > 1:
                 self._pending_acks.append(message)
                 if len(self._pending_acks) < self._ack_batch:
@@ -208,7 +208,7 @@ class Subscription:
                 return
             message._settled = True
             self._held -= 1
-            self._changed.notify()
+            self._changed.notify_all()
         self._dead_letter(message, reason="max-deliveries", error=error)
 
     def _flush_acks(self) -> None:
@@ -221,6 +221,15 @@ class Subscription:
         self._broker._call(self._driver.extend, messages, seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def _wait_settled(self, timeout: float | None) -> bool:
+        """Wait until every handed-out message is settled (a stopping worker's handlers)."""
+        with self._lock:
+            self._waiting += 1
+            try:
+                return self._changed.wait_for(lambda: self._held <= 0 or self._closed, timeout)
+            finally:
+                self._waiting -= 1
+
     def _drain(self) -> None:
         """Hand out nothing more (a stopping worker); settling still works until close()."""
         with self._lock:

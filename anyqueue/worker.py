@@ -156,11 +156,15 @@ class Worker:
         with self._stop_lock:
             self._stopped.set()
             self.subscription._drain()
+            # every message handed out is being handled: wait until all are settled, then
+            # close, which also wakes a thread still blocked in the backend's receive
+            if threading.current_thread() not in self._threads:
+                self.subscription._wait_settled(timeout)
+            self.subscription.close()
             current = threading.current_thread()
             for thread in self._threads:
                 if thread is not current:
                     thread.join(timeout)
-            self.subscription.close()
 
     def run(self) -> None:
         """Block until SIGINT or SIGTERM (or `stop()` from another thread), then stop."""

@@ -12,6 +12,10 @@ import anyqueue
 import anyqueue.config
 
 
+#: URL options that only say where the server is, not how the backend behaves
+_NOT_SEMANTIC = {"endpoint_url", "ssl_ca_certs", "ca_certs", "cafile", "tls_ca", "ssl_cafile"}
+
+
 class Unverifiable(Exception):
     """The harness cannot provoke what a test needs (e.g. no way to restart the broker)."""
 
@@ -52,6 +56,17 @@ class Harness:
     def seconds(self, s: float) -> float:
         """`s` seconds, scaled."""
         return s * self.time_scale
+
+    @property
+    def label(self) -> str:
+        """How the matrix names this setup: the URL without credentials, host or port, so
+        runs on throwaway servers compare (e.g. `sqs://us-east-1?fifo=true`)."""
+        from anyqueue.config import BrokerURL
+
+        url = BrokerURL.parse(self.url)
+        query = "&".join(f"{k}={v}" for k, v in url.query.items() if k not in _NOT_SEMANTIC)
+        where = url.netloc if url.scheme in ("memory", "sqs") else ""
+        return f"{url.scheme}://{where}" + (f"?{query}" if query else "")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {anyqueue.config.redact_url(self.url)}>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +33,10 @@ def run_conformance(
             args += ["--anyqueue-url", url]
         if output_format != "table":
             args += ["--no-summary", "-qq"]
-        pytest_exit = pytest.main(args + list(pytest_args or []))
+        # with a machine-readable format, stdout carries only the matrix: pytest talks to stderr
+        quiet = output_format != "table"
+        with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
+            pytest_exit = pytest.main(args + list(pytest_args or []))
         if not report.exists():
             print(
                 f"the conformance suite did not run (pytest exit {int(pytest_exit)})",
