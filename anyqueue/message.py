@@ -114,7 +114,7 @@ class Message:
         *,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
-        id: str | None = None,  # noqa: A002 - public attribute name
+        id: str | None = None,
         content_type: str | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,

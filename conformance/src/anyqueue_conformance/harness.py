@@ -11,7 +11,6 @@ from typing import Any
 import anyqueue
 import anyqueue.config
 
-
 #: URL options that only say where the server is, not how the backend behaves
 _NOT_SEMANTIC = {"endpoint_url", "ssl_ca_certs", "ca_certs", "cafile", "tls_ca", "ssl_cafile"}
 
