@@ -24,6 +24,7 @@ described in docs/backends/redis.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -40,7 +41,7 @@ from anyqueue.capabilities import Capabilities
 from anyqueue.config import BrokerURL
 from anyqueue.driver import Driver, Inbox, SubscriptionDriver
 from anyqueue.envelope import pack, unpack
-from anyqueue.errors import ConfigError, ConnectionError, Error
+from anyqueue.errors import Closed, ConfigError, ConnectionError, Error
 from anyqueue.message import Message
 from anyqueue.names import is_pattern
 
@@ -239,7 +240,11 @@ class RedisDriver(Driver):
             ephemeral=ephemeral,
             ack_timeout=ack_timeout,
         )
-        self.connections.retrying(subscription._attach)
+        try:
+            self.connections.retrying(lambda _: subscription._attach())
+        except BaseException:
+            subscription._discard()
+            raise
         with self._lock:
             if self._closed:
                 subscription.close()
@@ -367,7 +372,10 @@ class RedisSubscription(SubscriptionDriver):
         self._failing_since: float | None = None
         #: the entry under which a receive of this consumer is registered as waiting, if any
         self._waiting_entry = ""
-        #: acks, nacks and extends go over this connection; acks without waiting for answers
+        #: receives (which block) go over one connection, acks, nacks and extends over the
+        #: other, acks without waiting for answers; a drop of either is a drop of the consumer
+        self._receiver: redis.Connection | None = driver.connections.dedicated()
+        self._receiving = threading.Lock()
         self._settler = driver.connections.dedicated()
         self._unconfirmed: list[tuple[ScriptCall, list[Any]]] = []
         self._become(new_token())
@@ -379,7 +387,12 @@ class RedisSubscription(SubscriptionDriver):
         self._lease = ScriptCall(scripts.LEASE, [*self._group_keys, self._box])
 
     # -- consumer identity -----------------------------------------------------------------------
-    def _attach(self, connection: redis.Connection) -> None:
+    def _attach(self) -> None:
+        """Bind the group and register the consumer; this also connects both connections of
+        the subscription, so that a drop from now on is a reconnect the Link hears about."""
+        assert self._receiver is not None
+        self._receiver.connect()
+        connection = self._settler
         with self._lock:
             consumer = self._consumer
         keys = self._keys
@@ -458,7 +471,7 @@ class RedisSubscription(SubscriptionDriver):
         socket_timeout = self._driver.options.socket_timeout
         while not self._closed:
             try:
-                with self._driver.connections.lend() as connection:
+                with self._receive_connection() as connection:
                     while True:
                         remaining = deadline - time.monotonic()
                         with self._lock:
@@ -506,13 +519,39 @@ class RedisSubscription(SubscriptionDriver):
                             if _text(popped[0]) != box:
                                 return []  # woken by close()
                             return self._messages(popped[1], 0, consumer)
-            except RETRYABLE as err:
+            except (Closed, *RETRYABLE, OSError, ValueError) as err:
+                if self._closed or self._driver.link.closed:
+                    return []  # close() cut the connection under a blocked receive
+                if isinstance(err, (Closed, OSError, ValueError)):
+                    raise
                 self._failed(err)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
                 time.sleep(min(0.1, remaining))
         return []
+
+    @contextlib.contextmanager
+    def _receive_connection(self) -> Iterator[redis.Connection]:
+        """The receiving connection; a lent one for a second receive at the same time."""
+        if not self._receiving.acquire(blocking=False):
+            with self._driver.connections.lend() as connection:
+                yield connection
+            return
+        try:
+            if self._receiver is None:  # closed meanwhile
+                raise Closed("the subscription is closed")
+            yield self._receiver
+        finally:
+            if self._closed:
+                self._give_back_receiver()
+            self._receiving.release()
+
+    def _give_back_receiver(self) -> None:
+        """With `_receiving` held: return the receiving connection to the driver, once."""
+        if self._receiver is not None:
+            self._driver.connections.give_back(self._receiver)
+            self._receiver = None
 
     def _failed(self, err: Exception) -> None:
         """A call failed on a lost connection: keep trying until `retry_timeout`, then raise."""
@@ -638,7 +677,17 @@ class RedisSubscription(SubscriptionDriver):
                     self,
                     err,
                 )
-            self._driver.connections.give_back(self._settler)
+            self._discard()
+
+    def _discard(self) -> None:
+        """Give both connections back; a receive still running gives back its own when it
+        returns (close() woke it)."""
+        self._driver.connections.give_back(self._settler)
+        if self._receiving.acquire(blocking=False):
+            try:
+                self._give_back_receiver()
+            finally:
+                self._receiving.release()
 
     def __repr__(self) -> str:
         return f"<RedisSubscription {self._keys.base} consumer={self._consumer}>"
@@ -725,10 +774,10 @@ class _Keeper(threading.Thread):
                     self._beat(connection)
                     connection.send_command("BLPOP", self._wake_key, f"{self._interval:.3f}")
                     connection.read_response(timeout=self._interval + driver.options.socket_timeout)
-            except (redis.RedisError, Error) as err:
-                if self._stopping.is_set():
+            except Exception as err:  # the thread must live on: it is what notices drops
+                if self._stopping.is_set() or driver.link.closed:
                     return
-                log.debug("redis heartbeat: %s", err)
+                log.debug("redis heartbeat: %s: %s", type(err).__name__, err)
                 self._stopping.wait(0.1)
 
     def _beat(self, connection: redis.Connection) -> None:
