@@ -431,6 +431,8 @@ class Channel:
 
     def close(self, timeout: float) -> None:
         """Close the channel (the broker requeues its unacked deliveries) and wait for it."""
+        if self.close_reason is not None or self.generation != self.link.generation:
+            return  # already gone with its connection: nothing to wait for
         future = Future()
 
         def run() -> None:
