@@ -1,0 +1,201 @@
+"""Redis-specific guarantees the shared suite cannot provoke: a consumer process that dies,
+heartbeats of a slow but live one, ephemeral groups of dead processes, a restart under open
+subscriptions, reply lists that expire."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from anyqueue_redis.keys import Layout
+from anyqueue_redis.testing import RedisServer
+
+import anyqueue
+
+#: a consumer process that takes a message (or binds an ephemeral group) and dies on the spot,
+#: without closing anything
+DIE_HOLDING = """
+import os, sys, anyqueue
+broker = anyqueue.connect(sys.argv[1])
+subscription = broker.subscribe(sys.argv[2], sys.argv[3] or None)
+if sys.argv[3]:
+    message = subscription.receive(timeout=20)
+    print(message.id if message else "", flush=True)
+else:
+    print("bound", flush=True)
+os._exit(0)
+"""
+
+
+def die_holding(url: str, topic: str, group: str | None) -> str:
+    """Run DIE_HOLDING; return what it printed (the id of the message it held)."""
+    done = subprocess.run(
+        [sys.executable, "-c", DIE_HOLDING, url, topic, group or ""],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout.strip()
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=redis_server.port)
+    yield client
+    client.close()
+
+
+def test_leases_of_a_consumer_that_died_come_back(url: str) -> None:
+    short = f"{url}&consumer_timeout=1"
+    with anyqueue.connect(short) as broker:
+        broker.declare("jobs", "workers")
+        message_id = broker.publish("jobs", b"work")
+        assert die_holding(short, "jobs", "workers") == message_id
+        with broker.subscribe("jobs", "workers") as sub:
+            back = sub.receive(timeout=30)
+            assert back is not None and back.id == message_id
+            assert back.delivery_count == 2 and back.redelivered
+            back.ack()
+
+
+def test_a_slow_consumer_keeps_its_lease_by_heartbeat(url: str) -> None:
+    short = f"{url}&consumer_timeout=0.5"
+    with anyqueue.connect(short) as holder, anyqueue.connect(short) as other:
+        holder.declare("slow", "g")
+        holder.publish("slow", b"long job")
+        with holder.subscribe("slow", "g") as held_sub, other.subscribe("slow", "g") as sub:
+            held = held_sub.receive(timeout=5)
+            assert held is not None
+            # four consumer timeouts pass; the holder's heartbeat keeps the message its own
+            assert sub.receive(timeout=2.0) is None
+            held.ack()
+            assert sub.receive(timeout=0.5) is None
+
+
+def test_an_ephemeral_group_of_a_dead_process_is_removed(url: str, raw: redis.Redis) -> None:
+    short = f"{url}&consumer_timeout=0.5"
+    layout = Layout(url.rpartition("prefix=")[2])
+    assert die_holding(short, "news", None) == "bound"
+    assert raw.hlen(layout.route("news")) == 1
+    with anyqueue.connect(short) as broker:
+
+        def pruned() -> bool:
+            broker.publish("news", b"anyone?")  # the publish script drops lapsed groups
+            return raw.hlen(layout.route("news")) == 0
+
+        wait_until(pruned, 30, "the dead subscriber's group to be unbound")
+    leftovers = list(raw.scan_iter(f"{layout.prefix}:g:*"))
+    assert leftovers == []
+
+
+def test_closing_an_ephemeral_subscription_removes_its_group(url: str, raw: redis.Redis) -> None:
+    layout = Layout(url.rpartition("prefix=")[2])
+    with anyqueue.connect(url) as broker:
+        with broker.subscribe("events") as sub:
+            broker.publish("events", b"e")
+            message = sub.receive(timeout=5)
+            assert message is not None
+            message.ack()
+        assert raw.hlen(layout.route("events")) == 0
+        for key in raw.scan_iter(f"{layout.prefix}:g:*"):
+            assert raw.pttl(key) > 0, f"{key!r} would stay forever"
+
+
+def test_pattern_subscriptions_see_the_concrete_topic(url: str) -> None:
+    with anyqueue.connect(url) as broker, broker.subscribe("logs.*.error") as sub:
+        broker.publish("logs.eu.error", b"boom")
+        broker.publish("logs.eu.error.dead", b"not for a pattern without .dead")
+        message = sub.receive(timeout=5)
+        assert message is not None and message.topic == "logs.eu.error"
+        message.ack()
+        assert sub.receive(timeout=0.5) is None
+
+
+def test_a_restart_under_an_open_subscription(fresh_server: RedisServer) -> None:
+    with anyqueue.connect(fresh_server.url) as broker:
+        assert broker.capabilities.durable
+        broker.declare("restart", "g")
+        ids = broker.publish_batch("restart", [b"held", b"waiting"])
+        with broker.subscribe("restart", "g", prefetch=1) as sub:
+            held = sub.receive(timeout=5)
+            assert held is not None and held.id == ids[0]
+            fresh_server.restart()
+            held.ack()  # leased before the link dropped: discarded, the message comes back
+            got = {}
+            while len(got) < 2:
+                message = sub.receive(timeout=30)
+                assert message is not None
+                got[message.id] = message.delivery_count
+                message.ack()
+            assert got == {ids[0]: 2, ids[1]: 1}
+            broker.publish("restart", b"after")
+            after = sub.receive(timeout=10)
+            assert after is not None and after.body == b"after"
+            after.ack()
+
+
+def test_nack_with_delay_hides_the_message_from_the_whole_group(url: str) -> None:
+    with anyqueue.connect(url) as broker:
+        broker.declare("later", "g")
+        broker.publish("later", b"retry me")
+        with broker.subscribe("later", "g") as first, broker.subscribe("later", "g") as second:
+            message = first.receive(timeout=5)
+            assert message is not None
+            message.nack(delay=1.5)
+            assert second.receive(timeout=0.5) is None  # still delayed for every member
+            again = second.receive(timeout=10) or first.receive(timeout=10)
+            assert again is not None and again.id == message.id
+            assert again.delivery_count == 2
+            again.ack()
+
+
+def test_a_reply_list_nobody_reads_expires(url: str, raw: redis.Redis) -> None:
+    with anyqueue.connect(url) as broker:
+        driver = broker._driver
+        inbox = driver.open_inbox()
+        assert inbox is not None
+        driver.send_reply(inbox.address, anyqueue.Message(b"late", id="r1"))
+        layout = Layout(url.rpartition("prefix=")[2])
+        key = layout.inbox(inbox.address.rpartition(".")[2])
+        assert 0 < raw.pttl(key) <= 60_000
+        replies = inbox.subscription.receive(10, 1.0)
+        assert [r.body for r in replies] == [b"late"]
+        inbox.subscription.close()
+        assert raw.exists(key) == 0
+
+
+def test_only_a_server_that_fsyncs_every_write_is_durable(
+    fresh_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = redis.Redis(port=fresh_server.port)
+    try:
+        admin.config_set("appendfsync", "everysec")
+        with (
+            caplog.at_level("WARNING", logger="anyqueue.redis"),
+            anyqueue.connect(fresh_server.url) as broker,
+        ):
+            assert broker.capabilities.durable is False
+        assert "appendfsync=everysec" in caplog.text
+        caplog.clear()
+        admin.config_set("appendfsync", "always")
+        with (
+            caplog.at_level("WARNING", logger="anyqueue.redis"),
+            anyqueue.connect(fresh_server.url) as broker,
+        ):
+            assert broker.capabilities.durable is True
+        assert "persist" not in caplog.text
+    finally:
+        admin.close()
