@@ -471,7 +471,9 @@ class RedisSubscription(SubscriptionDriver):
         socket_timeout = self._driver.options.socket_timeout
         while not self._closed:
             try:
-                with self._receive_connection() as connection:
+                with self._receive_connection(deadline - time.monotonic()) as connection:
+                    if connection is None:
+                        return []
                     while True:
                         remaining = deadline - time.monotonic()
                         with self._lock:
@@ -532,11 +534,11 @@ class RedisSubscription(SubscriptionDriver):
         return []
 
     @contextlib.contextmanager
-    def _receive_connection(self) -> Iterator[redis.Connection]:
-        """The receiving connection; a lent one for a second receive at the same time."""
-        if not self._receiving.acquire(blocking=False):
-            with self._driver.connections.lend() as connection:
-                yield connection
+    def _receive_connection(self, timeout: float) -> Iterator[redis.Connection | None]:
+        """The receiving connection, once no other receive uses it (None if that takes longer
+        than `timeout`): one receive at a time keeps the waiting registration consistent."""
+        if not self._receiving.acquire(timeout=max(timeout, 0.0)):
+            yield None
             return
         try:
             if self._receiver is None:  # closed meanwhile
