@@ -35,11 +35,21 @@ def anyqueue_urls(config: pytest.Config) -> list[str]:
     return urls or [os.environ.get("ANYQUEUE_URL") or "memory://"]
 
 
+class RedactedURL(str):
+    """A broker URL that shows as its redacted form wherever pytest prints a value by repr
+    (`--setup-show`, `-l`, assertion explanations); it is still the full URL as a string."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_url(str(self)))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "anyqueue_url" in metafunc.fixturenames:
-        urls = anyqueue_urls(metafunc.config)
+        urls = [RedactedURL(url) for url in anyqueue_urls(metafunc.config)]
         metafunc.parametrize(
-            "anyqueue_url", urls, ids=[redact_url(u) for u in urls], scope="session"
+            "anyqueue_url", urls, ids=[redact_url(url) for url in urls], scope="session"
         )
 
 
