@@ -1,13 +1,17 @@
 """A Kafka consumer as an anyqueue subscription: leases, out-of-order acks, retries, rebalances.
 
-One background thread (the poller) owns the confluent_kafka Consumer: it fetches into a bounded
-buffer that `receive` hands out from, serves rebalance callbacks even while the user is not
-receiving (an idle member would otherwise stall every rebalance of its group), and commits.
+Whoever receives polls: `receive` hands out buffered records and, with none left, polls the
+confluent_kafka Consumer on its own thread, so nothing stands between the client library and the
+receiver (a hand-off between Python threads costs a GIL switch, milliseconds under load). A
+keeper thread polls only when no receive() has for a while, because an idle member must still
+serve its group's rebalances (it would stall every one of them), commit, and release delayed
+messages. Records are decoded into Messages when handed out.
 
-Acks may come in any order. Per partition the subscription tracks the offsets it fetched and
-commits only the contiguous settled prefix (committed offset = first unsettled one), batched
-every `commit_interval`, synchronously on revocation and on close. A message that was not
-settled is never committed past, so it comes back to the group (librdkafka#1122).
+Acks may come in any order. Per partition the subscription remembers the fetched offsets not
+yet settled and commits the lowest of them (or, with none left, the next offset to fetch): the
+contiguous settled prefix. Commits are batched every `commit_interval`, and made synchronously
+on revocation and on close. An unsettled message is never committed past, so it comes back to
+the group (librdkafka#1122, confluent-kafka-go#1179).
 
 Two modes:
 - group: a member of the consumer group `<topic>:<group>`, subscribed to the topic and to the
@@ -43,17 +47,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("anyqueue.kafka")
 
-#: longest wait inside one consume() call: bounds how late close(), commits and delays are noticed
-POLL_SLICE = 0.1
-#: consume() slice while every partition is paused (waiting for the buffer to drain)
-PAUSED_SLICE = 0.02
-#: records fetched per consume() call
+#: longest wait inside one poll() call: bounds how late close(), commits and delays are noticed
+POLL_SLICE = 0.05
+#: the keeper polls when no receive() has polled for this long
+IDLE_GAP = 0.1
+KEEPER_INTERVAL = 0.05
+#: records fetched per poll round
 FETCH_BATCH = 500
-#: fetched messages buffered (count / bytes) before the poller pauses fetching
-READY_LIMIT = 1000
-READY_BYTES_LIMIT = 32 * 1024 * 1024
+#: fetched messages buffered (count / bytes) before polling stops taking records
+READY_LIMIT = 2000
+READY_BYTES_LIMIT = 16 * 1024 * 1024
 #: retry copies held back by their not-before time before the retry partitions are paused
 DELAYED_LIMIT = 10_000
+
+#: delivery marks recorded while fetching run this far ahead, so that they cost a request per
+#: this many messages rather than per fetch; close and revocation record exact marks, so only
+#: after a crash may up to this many never handed-out messages count as redelivered
+MARK_AHEAD = 1000
 
 PartitionKey = tuple[str, int]
 
@@ -64,47 +74,38 @@ class _Track:
     A receipt is (track, offset); when the partition is revoked or lost the track dies, so acks
     of its messages are ignored (their partition belongs to someone else now)."""
 
-    __slots__ = (
-        "committed",
-        "fetched",
-        "handed",
-        "inherited",
-        "key",
-        "live",
-        "marked",
-        "position",
-        "settled",
-    )
+    __slots__ = ("committed", "end", "handed", "inherited", "key", "live", "marked", "unsettled")
 
     def __init__(self, key: PartitionKey, inherited: int) -> None:
         self.key = key
         self.live = True
-        self.fetched: deque[int] = deque()  # fetched offsets not yet settled, ascending
-        self.settled: set[int] = set()  # settled offsets above the first unsettled one
-        self.position: int | None = None  # the offset to commit: first unsettled (or next)
+        self.unsettled: set[int] = set()  # fetched offsets not yet settled
+        self.end: int | None = None  # the offset after the last one fetched
         self.committed: int | None = None
         self.handed = 0  # highest offset handed out + 1
         self.inherited = inherited  # below this, a previous owner handed messages out
         self.marked = inherited  # the delivery mark last recorded
 
-    def fetch(self, offset: int) -> None:
-        if self.position is None:
-            self.position = offset
-        self.fetched.append(offset)
-
-    def settle(self, offset: int) -> None:
-        if self.position is None or offset < self.position or offset in self.settled:
-            return
-        self.settled.add(offset)
-        fetched, settled = self.fetched, self.settled
-        while fetched and fetched[0] in settled:
-            done = fetched.popleft()
-            settled.discard(done)
-            self.position = done + 1
+    def position(self) -> int | None:
+        """The offset to commit: the lowest unsettled one, else the next to fetch."""
+        return min(self.unsettled) if self.unsettled else self.end
 
     def unsettled_handed(self) -> bool:
         """Whether a message handed out from this partition is still unsettled."""
-        return bool(self.fetched) and self.fetched[0] < self.handed
+        handed = self.handed
+        return any(offset < handed for offset in self.unsettled)
+
+
+def _decode(record: Any, track: _Track, offset: int) -> Message:
+    message = wire.decode(record, (track, offset))
+    if offset < track.inherited:  # a previous owner handed it out already
+        message.delivery_count += 1
+        message.redelivered = True
+    return message
+
+
+#: a buffered delivery: its track, offset, body size, and the raw record or decoded Message
+_Item = tuple[_Track, int, int, Any]
 
 
 @dataclass(frozen=True)
@@ -140,15 +141,16 @@ class KafkaSubscription(SubscriptionDriver):
         self._on_close = on_close
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._ready: deque[Message] = deque()
+        self._ready: deque[_Item] = deque()
         self._ready_bytes = 0
-        self._delayed: list[tuple[float, int, Message]] = []  # (not_before, seq, message)
+        self._delayed: list[tuple[float, int, _Item]] = []  # (not_before, sequence, item)
         self._sequence = itertools.count()
         self._tracks: dict[PartitionKey, _Track] = {}
         self._closed = False
-        self._revoking: set[PartitionKey] = set()
+        self._revoking = False
         self._failure: BaseException | None = None
         self._joined = False  # group mode: the first assignment arrived
+        self._full_since: float | None = None  # the buffer has been full since then
         self._paused_all = False
         self._paused_retry = False
         self._last_commit = time.monotonic()
@@ -171,10 +173,13 @@ class KafkaSubscription(SubscriptionDriver):
         except BaseException:
             self._consumer.close()
             raise
-        self._poller = threading.Thread(
-            target=self._poll_forever, name=f"anyqueue-kafka-{topic}", daemon=True
+        self._poll_lock = threading.Lock()  # one thread at a time polls the consumer
+        self._last_poll = 0.0
+        self._stopping = threading.Event()
+        self._keeper = threading.Thread(
+            target=self._keep, name=f"anyqueue-kafka-{topic}", daemon=True
         )
-        self._poller.start()
+        self._keeper.start()
         if group is not None:
             self._wait_for_assignment(driver.options.timeout + driver.options.session_timeout)
 
@@ -193,32 +198,48 @@ class KafkaSubscription(SubscriptionDriver):
 
     # -- the user's side ---------------------------------------------------------------------------
     def receive(self, max_messages: int, timeout: float) -> list[Message]:
+        """Hand out buffered messages; with none buffered, poll the consumer on this thread
+        (unless another thread is polling), so no other thread stands between the client
+        library and the receiver."""
         deadline = time.monotonic() + timeout
-        with self._changed:
-            while not self._ready:
+        while True:
+            with self._changed:
                 if self._failure is not None:
                     raise self._failure
-                remaining = deadline - time.monotonic()
-                if self._closed or remaining <= 0:
+                if self._closed:
                     return []
-                self._changed.wait(remaining)
-            if self._closed:
+                if self._ready:
+                    ready = self._ready
+                    items = [ready.popleft() for _ in range(min(max_messages, len(ready)))]
+                    for track, offset, size, _ in items:
+                        self._ready_bytes -= size
+                        if offset >= track.handed:
+                            track.handed = offset + 1
+                    break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return []
-            count = min(max_messages, len(self._ready))
-            batch = [self._ready.popleft() for _ in range(count)]
-            for message in batch:
-                self._ready_bytes -= len(message.body)
-                track, offset = message.receipt
-                if offset >= track.handed:
-                    track.handed = offset + 1
-        return batch
+            if self._poll_lock.acquire(blocking=False):
+                try:
+                    if not self._closed:
+                        self._poll_once(min(remaining, POLL_SLICE))
+                finally:
+                    self._poll_lock.release()
+            else:
+                with self._changed:
+                    if not (self._ready or self._closed):
+                        self._changed.wait(min(remaining, POLL_SLICE))
+        return [
+            payload if type(payload) is Message else _decode(payload, track, offset)
+            for track, offset, _, payload in items
+        ]
 
     def ack(self, messages: Sequence[Message]) -> None:
         with self._lock:
             for message in messages:
                 track, offset = message.receipt
                 if track.live:
-                    track.settle(offset)
+                    track.unsettled.discard(offset)
             if self._revoking:
                 self._changed.notify_all()
 
@@ -260,11 +281,13 @@ class KafkaSubscription(SubscriptionDriver):
                     redelivered=True,
                     receipt=message.receipt,
                 )
+                track, offset = message.receipt
+                item: _Item = (track, offset, len(again.body), again)
                 if not_before is None:
-                    self._ready.append(again)
-                    self._ready_bytes += len(again.body)
+                    self._ready.append(item)
+                    self._ready_bytes += item[2]
                 else:
-                    heapq.heappush(self._delayed, (not_before, next(self._sequence), again))
+                    heapq.heappush(self._delayed, (not_before, next(self._sequence), item))
             self._changed.notify_all()
 
     def close(self) -> None:
@@ -273,147 +296,183 @@ class KafkaSubscription(SubscriptionDriver):
                 return
             self._closed = True
             self._changed.notify_all()
-        if threading.current_thread() is not self._poller:
-            self._poller.join()
+        self._stopping.set()
+        if threading.current_thread() is not self._keeper:
+            self._keeper.join()
         try:
-            if self._group is not None:
-                self._give_back(list(self._tracks), wait=False)
-            self._consumer.close()
+            with self._poll_lock:  # a receive() may be inside poll() for a moment longer
+                if self._group is not None:
+                    self._give_back(list(self._tracks), wait=False)
+                self._consumer.close()
         except KafkaException as err:
             log.warning("anyqueue: closing the Kafka consumer of %r: %s", self._topic, err)
         finally:
             if self._on_close is not None:
                 self._on_close(self)
 
-    # -- the poller -------------------------------------------------------------------------------
-    def _poll_forever(self) -> None:
+    # -- polling -----------------------------------------------------------------------------------
+    def _keep(self) -> None:
+        """Poll whenever no receive() has for a while: an idle member must still serve its
+        group's rebalances, commit, and release delayed messages when they are due."""
+        while not self._stopping.wait(KEEPER_INTERVAL):
+            if time.monotonic() - self._last_poll < IDLE_GAP:
+                continue
+            if self._poll_lock.acquire(blocking=False):
+                try:
+                    if not self._closed:
+                        self._poll_once(KEEPER_INTERVAL)
+                finally:
+                    self._poll_lock.release()
+
+    def _poll_once(self, wait: float) -> None:
+        """One round with the consumer (poll lock held): commit if due, release due delayed
+        messages, fetch what arrives within `wait`, serve callbacks. A client error that
+        poll() raises is fatal: receive() reports it from then on."""
+        self._last_poll = time.monotonic()
         consumer = self._consumer
         try:
-            while not self._closed:
-                if self._group is not None and (
-                    time.monotonic() - self._last_commit >= self._commit_interval
-                ):
-                    self._commit(wait=False)
-                wait = self._release_due()
-                wait = min(wait, self._flow_control())
-                # consume(n, t) waits for n records or t seconds: poll for the first one, which
-                # returns as soon as it arrives, then take whatever else is already there
-                first = consumer.poll(wait)
-                if first is not None:
-                    self._accept([first, *consumer.consume(FETCH_BATCH - 1, 0)])
-        except BaseException as err:  # a fatal client error: receive() reports it
+            if self._group is not None and (
+                self._last_poll - self._last_commit >= self._commit_interval
+            ):
+                self._commit(wait=False)
+            wait = min(wait, self._release_due())
+            self._flow_control()
+            full = self._full_since is not None
+            # consume(n, t) waits for n records or t seconds: poll for the first one, which
+            # returns as soon as it arrives, then take whatever else is already there; with
+            # the buffer full only serve callbacks (and take at most that one record)
+            first = consumer.poll(0 if full else wait)
+            if first is not None:
+                self._accept([first, *([] if full else consumer.consume(FETCH_BATCH - 1, 0))])
+        except Exception as err:
             log.error("anyqueue: Kafka consumer of %r failed: %s", self._topic, err)
             with self._changed:
                 self._failure = err
                 self._changed.notify_all()
+        finally:
+            self._last_poll = time.monotonic()
 
     def _accept(self, records: list[Any]) -> None:
-        """Decode fetched records into the ready buffer (or the delay heap), record their
-        offsets, and (group mode) record the delivery marks before anything is handed out."""
-        now = time.time()
-        decoded: list[wire.Received] = []
+        """Buffer fetched records (retry copies not yet due go to the delay heap), remember
+        their offsets as unsettled and (group mode) record the delivery marks first."""
+        items: list[_Item] = []
+        waiting: list[tuple[float, _Item]] = []
         reached: dict[_Track, int] = {}
         tracks = self._tracks
+        retry_topic = self._group.retry_topic if self._group is not None else None
+        now = time.time()
         for record in records:
             error = record.error()
             if error is not None:
                 self._record_error(error)
                 continue
-            track = tracks.get((record.topic(), record.partition()))
+            topic = record.topic()
+            track = tracks.get((topic, record.partition()))
             if track is None or not track.live:
                 continue  # fetched just before its partition was revoked
             offset = record.offset()
-            received = wire.decode(record, (track, offset))
-            if offset < track.inherited:
-                message = received.message
-                message.delivery_count += 1
-                message.redelivered = True
-            decoded.append(received)
+            item: _Item = (track, offset, len(record), record)
+            if topic == retry_topic:
+                due = wire.not_before(record)
+                item = (track, offset, item[2], _decode(record, track, offset))
+                if due > now:
+                    waiting.append((due, item))
+                    reached[track] = offset + 1
+                    continue
+            items.append(item)
             reached[track] = offset + 1
-        if not decoded:
+        if not reached:
             return
         if self._group is not None:
             self._mark(
-                {t.key: end for t, end in reached.items() if end > t.marked},
-                {t.key: t for t in reached},
+                {t.key: end + MARK_AHEAD for t, end in reached.items() if end > t.marked}, reached
             )
         with self._changed:
-            for received in decoded:
-                message = received.message
-                message.receipt[0].fetch(message.receipt[1])
-                if received.not_before > now:
-                    heapq.heappush(
-                        self._delayed, (received.not_before, next(self._sequence), message)
-                    )
-                else:
-                    self._ready.append(message)
-                    self._ready_bytes += len(message.body)
+            if self._group is not None:
+                for track, offset, _, _ in items:
+                    track.unsettled.add(offset)
+                for _, (track, offset, _, _) in waiting:
+                    track.unsettled.add(offset)
+                for track, end in reached.items():
+                    track.end = end
+            for not_before, item in waiting:
+                heapq.heappush(self._delayed, (not_before, next(self._sequence), item))
+            self._ready.extend(items)
+            self._ready_bytes += sum(item[2] for item in items)
             self._changed.notify_all()
 
     def _record_error(self, error: KafkaError) -> None:
-        code = error.code()
-        if code == KafkaError._PARTITION_EOF:
+        if error.code() == KafkaError._PARTITION_EOF:
             return
         if error.fatal():
             raise KafkaException(error)
         log.warning("anyqueue: Kafka consumer of %r: %s", self._topic, error)
 
     def _release_due(self) -> float:
-        """Move retry copies whose time has come to the ready buffer; return how long the
-        poller may wait before the next one is due."""
+        """Move retry copies whose time has come to the ready buffer; return how long a poll
+        may wait before the next one is due."""
         if not self._delayed:
             return POLL_SLICE
         now = time.time()
         with self._changed:
             released = False
             while self._delayed and self._delayed[0][0] <= now:
-                _, _, message = heapq.heappop(self._delayed)
-                if message.receipt[0].live:
-                    self._ready.append(message)
-                    self._ready_bytes += len(message.body)
+                _, _, item = heapq.heappop(self._delayed)
+                if item[0].live:
+                    self._ready.append(item)
+                    self._ready_bytes += item[2]
                     released = True
             if released:
                 self._changed.notify_all()
             wait = self._delayed[0][0] - now if self._delayed else POLL_SLICE
         return max(0.0, min(POLL_SLICE, wait))
 
-    def _flow_control(self) -> float:
-        """Pause fetching while the buffer is full (and the retry topic while too many copies
-        wait for their time); return the consume() wait that fits."""
-        full = len(self._ready) >= READY_LIMIT or self._ready_bytes >= READY_BYTES_LIMIT
-        drained = len(self._ready) < READY_LIMIT // 2 and self._ready_bytes < READY_BYTES_LIMIT // 2
+    def _flow_control(self) -> None:
+        """Stop taking records while the buffer is full; pause the partitions only when it
+        stays full (pausing makes librdkafka drop what it prefetched); pause the retry topic
+        while too many copies wait for their time."""
+        count, size = len(self._ready), self._ready_bytes
+        if count >= READY_LIMIT or size >= READY_BYTES_LIMIT:
+            if self._full_since is None:
+                self._full_since = time.monotonic()
+        elif count < READY_LIMIT // 2 and size < READY_BYTES_LIMIT // 2:
+            self._full_since = None
         try:
-            assignment = self._consumer.assignment()
-            if full or (self._paused_all and not drained):
-                self._consumer.pause(assignment)  # again: a rebalance may have added partitions
+            idle = self._full_since is not None and time.monotonic() - self._full_since > 1.0
+            if idle:
+                # again each round: a rebalance may have added partitions
+                self._consumer.pause(self._consumer.assignment())
                 self._paused_all = True
-                return PAUSED_SLICE
-            if self._paused_all:
-                self._consumer.resume(assignment)
+            elif self._paused_all and self._full_since is None:
+                self._consumer.resume(self._consumer.assignment())
                 self._paused_all = False
             if self._group is not None:
-                retry = [tp for tp in assignment if tp.topic == self._group.retry_topic]
                 crowded = len(self._delayed) >= DELAYED_LIMIT
-                if crowded:
-                    self._consumer.pause(retry)
-                elif self._paused_retry:
-                    self._consumer.resume(retry)
-                self._paused_retry = crowded
+                if crowded or self._paused_retry:
+                    retry = [
+                        tp
+                        for tp in self._consumer.assignment()
+                        if tp.topic == self._group.retry_topic
+                    ]
+                    if crowded:
+                        self._consumer.pause(retry)
+                    elif not self._paused_all:
+                        self._consumer.resume(retry)
+                    self._paused_retry = crowded
         except KafkaException as err:  # e.g. a partition revoked in between: next round
             log.debug("anyqueue: pause/resume on %r: %s", self._topic, err)
-        return POLL_SLICE
 
-    # -- commits and delivery marks ---------------------------------------------------------------
+    # -- commits and delivery marks ----------------------------------------------------------------
     def _commit(self, *, wait: bool, keys: Sequence[PartitionKey] | None = None) -> None:
         self._last_commit = time.monotonic()
+        offsets = []
         with self._lock:
             chosen = [self._tracks[k] for k in keys] if keys is not None else self._tracks.values()
-            due = [
-                t for t in chosen if t.position is not None and (wait or t.position != t.committed)
-            ]
-            offsets = [TopicPartition(t.key[0], t.key[1], t.position) for t in due]
-            for track in due:
-                track.committed = track.position
+            for track in chosen:
+                position = track.position()
+                if position is not None and (wait or position != track.committed):
+                    offsets.append(TopicPartition(track.key[0], track.key[1], position))
+                    track.committed = position
         if not offsets:
             return
         try:
@@ -422,7 +481,7 @@ class KafkaSubscription(SubscriptionDriver):
             if err.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("anyqueue: committing offsets of %r failed: %s", self._topic, err)
 
-    def _mark(self, marks: dict[PartitionKey, int], tracks: dict[PartitionKey, _Track]) -> None:
+    def _mark(self, marks: dict[PartitionKey, int], tracks: Any) -> None:
         """Record delivery marks (offsets below which messages were handed out) before the
         messages are: if this member dies, the next owner counts them as redelivered."""
         if not marks or self._group is None:
@@ -432,10 +491,11 @@ class KafkaSubscription(SubscriptionDriver):
         except Exception as err:
             log.warning("anyqueue: recording delivery marks of %r failed: %s", self._topic, err)
             return
-        for key, mark in marks.items():
-            tracks[key].marked = mark
+        for track in tracks:
+            if track.key in marks:
+                track.marked = marks[track.key]
 
-    # -- rebalances (called on the poller thread, inside consume()) -------------------------------
+    # -- rebalances (called inside poll(), on the polling thread) ---------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._group is not None
         keys = [(tp.topic, tp.partition) for tp in partitions]
@@ -444,10 +504,9 @@ class KafkaSubscription(SubscriptionDriver):
             inherited = self._driver.cluster.offsets(self._group.marks_group_id, keys)
         except Exception as err:
             log.warning("anyqueue: reading delivery marks of %r failed: %s", self._topic, err)
-        with self._lock:
+        with self._changed:
             for key in keys:
-                mark = inherited.get(key, NO_OFFSET)
-                self._tracks[key] = _Track(key, max(mark, 0))
+                self._tracks[key] = _Track(key, max(inherited.get(key, NO_OFFSET), 0))
             self._joined = True
             self._changed.notify_all()
 
@@ -469,7 +528,7 @@ class KafkaSubscription(SubscriptionDriver):
             self._drop_unhanded(set(keys))
             if wait:
                 deadline = time.monotonic() + self._grace
-                self._revoking.update(keys)
+                self._revoking = True
                 try:
                     while not self._closed and any(
                         self._tracks[k].unsettled_handed() for k in keys
@@ -479,16 +538,16 @@ class KafkaSubscription(SubscriptionDriver):
                             break
                         self._changed.wait(remaining)
                 finally:
-                    self._revoking.difference_update(keys)
+                    self._revoking = False
         self._commit(wait=True, keys=keys)
         with self._lock:
-            tracks = {k: self._tracks[k] for k in keys}
+            tracks = [self._tracks[k] for k in keys]
             self._forget(keys)
-        marks = {
-            k: max(t.inherited, t.handed, t.position or 0)
-            for k, t in tracks.items()
-            if max(t.inherited, t.handed, t.position or 0) != t.marked
-        }
+        marks = {}
+        for track in tracks:
+            mark = max(track.inherited, track.handed, track.position() or 0)
+            if mark != track.marked:
+                marks[track.key] = mark
         self._mark(marks, tracks)
 
     def _forget(self, keys: Sequence[PartitionKey]) -> None:
@@ -503,10 +562,9 @@ class KafkaSubscription(SubscriptionDriver):
     def _drop_unhanded(self, keys: set[PartitionKey]) -> None:
         """Drop buffered messages of these partitions: not handed out, so the next owner
         delivers them (lock held)."""
-        if any(m.receipt[0].key in keys for m in self._ready):
-            kept = deque(m for m in self._ready if m.receipt[0].key not in keys)
-            self._ready = kept
-            self._ready_bytes = sum(len(m.body) for m in kept)
-        if any(entry[2].receipt[0].key in keys for entry in self._delayed):
-            self._delayed = [e for e in self._delayed if e[2].receipt[0].key not in keys]
+        if any(item[0].key in keys for item in self._ready):
+            self._ready = deque(item for item in self._ready if item[0].key not in keys)
+            self._ready_bytes = sum(item[2] for item in self._ready)
+        if any(entry[2][0].key in keys for entry in self._delayed):
+            self._delayed = [e for e in self._delayed if e[2][0].key not in keys]
             heapq.heapify(self._delayed)

@@ -138,19 +138,23 @@ class CuttableProxy:
 
 
 class TansuServer:
-    """A Tansu broker on free loopback ports (memory storage), reached through a CuttableProxy.
+    """A Tansu broker on free loopback ports (memory storage), reached through a CuttableProxy
+    (or directly with `proxied=False`, e.g. for benchmarks).
 
     Use as a context manager or call start() / stop(); stop() kills its process group."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, proxied: bool = True) -> None:
+        self._proxied = proxied
         self._folder = tempfile.mkdtemp(prefix="anyqueue-tansu-")
         self._process: subprocess.Popen[bytes] | None = None
         self.proxy: CuttableProxy | None = None
+        self._advertised = 0
 
     def start(self) -> TansuServer:
         listen = free_port()
-        self.proxy = CuttableProxy(listen)
-        advertised = self.proxy.port
+        if self._proxied:
+            self.proxy = CuttableProxy(listen)
+        advertised = self._advertised = self.proxy.port if self.proxy else listen
         with open(os.path.join(self._folder, "tansu.log"), "wb") as output:
             self._process = subprocess.Popen(
                 [
@@ -177,9 +181,9 @@ class TansuServer:
 
     @property
     def address(self) -> str:
-        """host:port that clients use (the proxy's)."""
-        assert self.proxy is not None, "not started"
-        return f"127.0.0.1:{self.proxy.port}"
+        """host:port that clients use (the proxy's, when proxied)."""
+        assert self._advertised, "not started"
+        return f"127.0.0.1:{self._advertised}"
 
     def url(self, options: str = TANSU_OPTIONS) -> str:
         return f"kafka://{self.address}" + (f"?{options}" if options else "")

@@ -10,8 +10,6 @@ content-type header, `application/octet-stream`.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from typing import Any
 
 from anyqueue.message import OCTET_STREAM, Message
@@ -28,6 +26,8 @@ NOT_BEFORE = "anyqueue.not-before"
 #: on a retry copy: the topic the user published to (the copy lives in a retry topic)
 ORIGIN = "anyqueue.topic"
 USER = "anyqueue.user."
+_USER_LENGTH = len(USER)
+_METADATA = frozenset({ID, CONTENT_TYPE, CORRELATION_ID, REPLY_TO, ATTEMPT, NOT_BEFORE, ORIGIN})
 
 Headers = list[tuple[str, bytes]]
 
@@ -62,66 +62,47 @@ def encode_key(key: str | None) -> bytes | None:
     return None if key is None else key.encode()
 
 
-class Received:
-    """A decoded record: the message plus the retry metadata the consumer acts on."""
-
-    __slots__ = ("attempt", "message", "not_before")
-
-    def __init__(self, message: Message, attempt: int, not_before: float) -> None:
-        self.message = message
-        self.attempt = attempt
-        self.not_before = not_before
-
-    def due(self, now: float | None = None) -> bool:
-        return self.not_before <= (time.time() if now is None else now)
-
-
-def decode(record: Any, receipt: Any) -> Received:
-    """Turn a confluent_kafka Message into an anyqueue Message (topic, ids, headers set;
+def decode(record: Any, receipt: Any) -> Message:
+    """Turn a confluent_kafka Message into an anyqueue Message (topic, id, headers set;
     delivery_count from the attempt header, 1 for a first delivery)."""
-    raw_headers: Sequence[tuple[str, bytes | None]] = record.headers() or ()
     headers: dict[str, str] = {}
-    message_id = content_type = correlation_id = reply_to = origin = None
-    attempt = 1
-    not_before = 0.0
-    for name, raw in raw_headers:
-        value = raw.decode(errors="replace") if raw is not None else ""
-        if not name.startswith(PREFIX):
-            headers[name] = value
-        elif name.startswith(USER):
-            headers[name[len(USER) :]] = value
-        elif name == ID:
-            message_id = value
-        elif name == CONTENT_TYPE:
-            content_type = value
-        elif name == CORRELATION_ID:
-            correlation_id = value
-        elif name == REPLY_TO:
-            reply_to = value
-        elif name == ATTEMPT:
-            attempt = _int(value, 1)
-        elif name == NOT_BEFORE:
-            not_before = _float(value, 0.0)
-        elif name == ORIGIN:
-            origin = value
-        else:  # an anyqueue.* header this version does not know: keep it visible
-            headers[name] = value
+    meta: dict[str, str] = {}
+    raw_headers: list[tuple[str, bytes | None]] | None = record.headers()
+    if raw_headers:
+        for name, raw in raw_headers:
+            value = "" if raw is None else raw.decode(errors="replace")
+            if not name.startswith(PREFIX):
+                headers[name] = value
+            elif name.startswith(USER):
+                headers[name[_USER_LENGTH:]] = value
+            elif name in _METADATA:
+                meta[name] = value
+            else:  # an anyqueue.* header this version does not know: keep it visible
+                headers[name] = value
     key = record.key()
     value = record.value()
-    message = Message(
+    attempt = _int(meta[ATTEMPT], 1) if ATTEMPT in meta else 1
+    return Message(
         b"" if value is None else value,
         key=None if key is None else key.decode(errors="replace"),
         headers=headers,
-        id=message_id or f"{record.topic()}-{record.partition()}@{record.offset()}",
-        content_type=content_type or OCTET_STREAM,
-        correlation_id=correlation_id,
-        reply_to=reply_to,
-        topic=origin or record.topic(),
+        id=meta.get(ID) or f"{record.topic()}-{record.partition()}@{record.offset()}",
+        content_type=meta.get(CONTENT_TYPE) or OCTET_STREAM,
+        correlation_id=meta.get(CORRELATION_ID),
+        reply_to=meta.get(REPLY_TO),
+        topic=meta.get(ORIGIN) or record.topic(),
         delivery_count=attempt,
         redelivered=attempt > 1,
         receipt=receipt,
     )
-    return Received(message, attempt, not_before)
+
+
+def not_before(record: Any) -> float:
+    """A retry copy's not-before time (0.0 when it has none)."""
+    for name, raw in record.headers() or ():
+        if name == NOT_BEFORE and raw is not None:
+            return _float(raw.decode(errors="replace"), 0.0)
+    return 0.0
 
 
 def _int(text: str, default: int) -> int:
