@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import redis
@@ -221,8 +222,9 @@ class RedisDriver(Driver):
             call = ScriptCall(scripts.PUBLISH, [self.layout.route(topic), self.layout.patterns])
             self._publish_calls[topic] = call
         for chunk in _publish_chunks(envelopes):
+            args = [topic, *chunk]
             # a retry after a lost reply may store the chunk twice: at least once, never lost
-            self.connections.retrying(lambda connection, c=chunk: call.run(connection, [topic, *c]))
+            self.connections.retrying(partial(call.run, args=args))
 
     def subscribe(
         self, topic: str, group: str | None, *, prefetch: int, ack_timeout: float | None
@@ -571,17 +573,22 @@ class RedisSubscription(SubscriptionDriver):
         messages = []
         for i in range(start, len(reply), 3):
             entry, count, envelope = reply[i], int(reply[i + 1]), reply[i + 2]
-            fields = {
-                "delivery_count": count,
-                "redelivered": count > 1,
-                "receipt": Receipt(consumer, entry, count),
-            }
+            receipt = Receipt(consumer, entry, count)
             try:
-                message, extra = unpack(envelope, **fields)
+                message, extra = unpack(
+                    envelope, delivery_count=count, redelivered=count > 1, receipt=receipt
+                )
             except Error as err:
                 # not written by anyqueue: hand it over as raw bytes rather than wedge the group
                 log.error("redis group %s: entry %r is %s", self._keys.base, entry, err)
-                message, extra = Message(envelope, id=f"redis-{_text(entry)}", **fields), {}
+                message = Message(
+                    envelope,
+                    id=f"redis-{_text(entry)}",
+                    delivery_count=count,
+                    redelivered=count > 1,
+                    receipt=receipt,
+                )
+                extra = {}
             message.topic = extra.get("topic") or self._topic
             messages.append(message)
         return messages

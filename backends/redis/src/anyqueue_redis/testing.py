@@ -157,7 +157,7 @@ class RedisHarness(Harness):
 
     def drop_connection(self, broker: anyqueue.Broker) -> None:
         """CLIENT KILL every connection of `broker` (they carry the driver's client name)."""
-        kill_connections(self.url, broker._driver.client_name)
+        kill_connections(self.url, getattr(broker._driver, "client_name", ""))
 
 
 def kill_connections(url: str, client_name: str) -> int:
