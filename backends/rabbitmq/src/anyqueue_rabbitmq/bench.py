@@ -100,55 +100,63 @@ def _publish(
     parameters: pika.ConnectionParameters, exchange: str, body: bytes, messages: int
 ) -> float:
     properties = pika.BasicProperties(delivery_mode=2, content_type="application/octet-stream")
-    state = {"sent": 0, "outstanding": 0, "confirmed": 0, "start": 0.0, "end": 0.0}
+    sent = outstanding = confirmed_up_to = 0
+    started = finished = 0.0
 
     def on_channel(connection: SelectConnection, channel: pika.channel.Channel) -> None:
         def send_batch() -> None:
-            count = min(BATCH, messages - state["sent"])
+            nonlocal sent, outstanding
+            count = min(BATCH, messages - sent)
             for _ in range(count):
                 channel.basic_publish(exchange, "bench", body, properties)
-            state["sent"] += count
-            state["outstanding"] = count
+            sent += count
+            outstanding = count
 
         def confirmed(frame: Any) -> None:
+            nonlocal outstanding, confirmed_up_to, finished
             method = frame.method
             if not isinstance(method, pika.spec.Basic.Ack):
                 raise RuntimeError("the broker refused a message")
-            tag = method.delivery_tag
-            done = tag - state["confirmed"] if method.multiple else 1
-            state["confirmed"] = tag if method.multiple else state["confirmed"] + 1
-            state["outstanding"] -= done
-            if state["outstanding"] > 0:
+            if method.multiple:
+                outstanding -= method.delivery_tag - confirmed_up_to
+                confirmed_up_to = method.delivery_tag
+            else:
+                outstanding -= 1
+                confirmed_up_to += 1
+            if outstanding > 0:
                 return
-            if state["sent"] < messages:
+            if sent < messages:
                 send_batch()
             else:
-                state["end"] = time.perf_counter()
+                finished = time.perf_counter()
                 connection.close()
 
         def confirming(_frame: Any) -> None:
-            state["start"] = time.perf_counter()
+            nonlocal started
+            started = time.perf_counter()
             send_batch()
 
         channel.confirm_delivery(confirmed, callback=confirming)
 
     _run(parameters, on_channel)
-    return messages / (state["end"] - state["start"])
+    return messages / (finished - started)
 
 
 def _consume(parameters: pika.ConnectionParameters, queue: str, messages: int) -> float:
-    state = {"received": 0, "first": 0.0, "last": 0.0}
+    received = 0
+    first = last = 0.0
 
     def on_channel(connection: SelectConnection, channel: pika.channel.Channel) -> None:
         def arrived(
             ch: pika.channel.Channel, method: Any, properties: Any, message_body: bytes
         ) -> None:
-            if state["received"] == 0:
-                state["first"] = time.perf_counter()
+            nonlocal received, first, last
+            if received == 0:
+                first = time.perf_counter()
             ch.basic_ack(method.delivery_tag)
-            state["received"] += 1
-            if state["received"] == messages:
-                state["last"] = time.perf_counter()
+            received += 1
+            if received == messages:
+                last = time.perf_counter()
                 connection.close()
 
         channel.basic_qos(
@@ -157,7 +165,7 @@ def _consume(parameters: pika.ConnectionParameters, queue: str, messages: int) -
         )
 
     _run(parameters, on_channel)
-    elapsed = state["last"] - state["first"]
+    elapsed = last - first
     return max(1, messages - 1) / elapsed if elapsed > 0 else math.inf
 
 

@@ -223,8 +223,9 @@ class _Batch:
 class _PublishChannel:
     """A confirm-mode channel and the publishes it has not had confirmed yet (I/O thread)."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, confirming: bool) -> None:
         self.channel = channel
+        self.confirming = confirming
         self.unconfirmed: OrderedDict[int, _Batch] = OrderedDict()
         self.last_tag = 0
 
@@ -258,12 +259,14 @@ class _PublishChannel:
 
 
 class _Publisher:
-    """All publishes of a driver go through one confirm-mode channel, which also carries the
-    direct reply-to consumer (RabbitMQ requires requests to leave on the channel that
-    consumes their replies)."""
+    """A publishing channel of the driver. The main one is in confirm mode and also carries the
+    direct reply-to consumer (RabbitMQ requires requests to leave on the channel that consumes
+    their replies); replies leave on another one without confirms, so that a process that both
+    asks and answers does not make the broker route its replies back into the same channel."""
 
-    def __init__(self, driver: RabbitDriver) -> None:
+    def __init__(self, driver: RabbitDriver, *, confirming: bool) -> None:
         self._driver = driver
+        self._confirming = confirming
         self._link = driver._link
         self._lock = threading.Lock()
         self._current: _PublishChannel | None = None
@@ -281,17 +284,20 @@ class _Publisher:
             self._current = None
             timeout = self._driver.options.operation_timeout
             channel = self._link.open_channel(timeout)
-            publish_channel = _PublishChannel(channel)
+            publish_channel = _PublishChannel(channel, self._confirming)
             channel.on_close(publish_channel.lost)
             try:
-                channel.call(
-                    lambda ch, done: ch.confirm_delivery(publish_channel.confirm, callback=done),
-                    timeout,
-                    "enabling publisher confirms",
-                )
+                if self._confirming:
+                    channel.call(
+                        lambda ch, done: ch.confirm_delivery(
+                            publish_channel.confirm, callback=done
+                        ),
+                        timeout,
+                        "enabling publisher confirms",
+                    )
                 self._driver._ensure_exchanges(channel)
                 inbox = self._driver._inbox
-                if inbox is not None and not inbox.closed:
+                if self._confirming and inbox is not None and not inbox.closed:
                     inbox.consume_on(channel, timeout)
             except BaseException:
                 channel.close(timeout)
@@ -313,7 +319,11 @@ class _Publisher:
         for attempt in range(2):
             target = self.ensure()
             batch = _Batch(len(items))
-            self._link.post(lambda target=target, batch=batch: self._send_now(target, batch, items))
+
+            def send(target: _PublishChannel = target, batch: _Batch = batch) -> None:
+                self._send_now(target, batch, items)
+
+            self._link.post(send)
             try:
                 batch.future.result(timeout, what)
                 return
@@ -346,10 +356,14 @@ class _Publisher:
         try:
             for exchange, routing_key, body, properties in items:
                 publish(exchange, routing_key, body, properties)
-                target.last_tag += 1
-                unconfirmed[target.last_tag] = batch
+                if target.confirming:
+                    target.last_tag += 1
+                    unconfirmed[target.last_tag] = batch
         except Exception as err:  # the connection is failing under us
             batch.future.reject(err)
+            return
+        if not target.confirming:
+            batch.future.resolve()
 
     def close(self) -> None:
         with self._lock:
@@ -768,7 +782,8 @@ class RabbitDriver(Driver):
         self._link = Link(
             parameters, name=self.connection_name, reconnect_timeout=options.reconnect_timeout
         )
-        self._publisher = _Publisher(self)
+        self._publisher = _Publisher(self, confirming=True)
+        self._replier = _Publisher(self, confirming=False)
         self._admin_lock = threading.Lock()
         self._admin: Channel | None = None
         self._exchanges_generation = 0
@@ -800,13 +815,11 @@ class RabbitDriver(Driver):
             return
         timeout = self.options.operation_timeout
         for name in (self.options.exchange, dead_exchange(self.options.exchange)):
-            channel.call(
-                lambda ch, done, name=name: ch.exchange_declare(
-                    name, exchange_type="topic", durable=True, callback=done
-                ),
-                timeout,
-                f"declaring exchange {name!r}",
-            )
+
+            def declare(ch: pika.channel.Channel, done: Any, name: str = name) -> None:
+                ch.exchange_declare(name, exchange_type="topic", durable=True, callback=done)
+
+            channel.call(declare, timeout, f"declaring exchange {name!r}")
         self._exchanges_generation = channel.generation
 
     def _declare_queue(self, channel: Channel, queue: str) -> None:
@@ -942,7 +955,7 @@ class RabbitDriver(Driver):
         return Inbox(DIRECT_REPLY_TO, inbox)
 
     def send_reply(self, address: str, message: Message) -> None:
-        self._publisher.send_without_confirm(
+        self._replier.send_without_confirm(
             [("", address, message.body, _properties(message, TRANSIENT))]
         )
 

@@ -84,7 +84,7 @@ def delay_bucket_ms(seconds: float) -> int:
     ms = max(1, math.ceil(seconds * 1000))
     if ms <= 100:
         return min(100, math.ceil(ms / 10) * 10)
-    step = 10 ** (len(str(ms)) - 2)
+    step: int = 10 ** (len(str(ms)) - 2)
     return min(MAX_DELAY_MS, math.ceil(ms / step) * step)
 
 
