@@ -37,6 +37,9 @@ MIGRATED_GROUP = "anyqueue-migrated-group"  # the source group it was drained fr
 
 #: how often a waiting migration looks at its stop event and reports progress
 POLL_SECONDS = 0.25
+#: how long a batch waits for more messages after its first (brokers that push, like RabbitMQ,
+#: hand them over a few at a time; fuller batches mean fewer publish round trips)
+BATCH_LINGER_SECONDS = 0.05
 #: how often the source's depth is asked again for the progress display
 DEPTH_REFRESH_SECONDS = 2.0
 #: a dry run that has to lease messages to count them holds at most this many
@@ -378,16 +381,17 @@ class _Migration:
 
     # -- receiving ---------------------------------------------------------------------------
     def _collect(self, subscription: Subscription, size: int) -> list[Message]:
-        """Wait for a first message (until idle or stopped), then take what is ready now.
-        A failing source ends the run; what was leased goes back to it."""
+        """Wait for a first message (until idle or stopped), then for more up to `size` during
+        BATCH_LINGER_SECONDS. A failing source ends the run; what was leased goes back to it."""
         batch: list[Message] = []
         try:
             first = self._wait_first(subscription)
             if first is None:
                 return []
             batch.append(first)
+            linger_until = time.monotonic() + BATCH_LINGER_SECONDS
             while len(batch) < size:
-                message = subscription.receive(timeout=0)
+                message = subscription.receive(timeout=max(0.0, linger_until - time.monotonic()))
                 if message is None:
                     break
                 batch.append(message)
@@ -533,11 +537,12 @@ class _Migration:
             self.progress(self.report)
 
     def _finish_journal(self) -> None:
-        """The last batch is acked: the journal keeps only ids of an earlier run not seen again
-        (their ack may have been lost: they can still come back), else it is removed."""
+        """The last batch is acked. A run that drained the source (idle) removes the journal:
+        ids of an earlier run not seen again had their acks go through. A run stopped early
+        keeps those ids, since their messages may still come back."""
         if self.journal is None or self.report.stopped_by == "error":
             return  # keep what it says: the rerun needs it
-        if self.confirmed_earlier:
+        if self.confirmed_earlier and self.report.stopped_by != "idle":
             self.journal.write(sending=[], sent=self.confirmed_earlier)
         else:
             self.journal.remove()
