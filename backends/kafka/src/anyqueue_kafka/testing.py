@@ -197,7 +197,8 @@ class TansuServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=10)
+                # it lingers ~5 s for its clients; memory storage has nothing to save
+                process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
