@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -199,3 +200,46 @@ def test_only_a_server_that_fsyncs_every_write_is_durable(
         assert "persist" not in caplog.text
     finally:
         admin.close()
+
+
+def test_a_stale_ack_leaves_the_new_lease_alone(url: str) -> None:
+    with anyqueue.connect(url) as broker:
+        broker.declare("stale", "g")
+        broker.publish("stale", b"x")
+        with (
+            broker.subscribe("stale", "g", ack_timeout=0.5) as slow,
+            broker.subscribe("stale", "g", ack_timeout=30) as fast,
+        ):
+            first = slow.receive(timeout=5)
+            assert first is not None
+            second = fast.receive(timeout=30)  # after slow's lease expired
+            assert second is not None and second.id == first.id and second.delivery_count == 2
+            first.ack()  # too late: must not remove fast's lease
+            second.nack()
+            third = fast.receive(timeout=5)
+            assert third is not None and third.id == first.id and third.delivery_count == 3
+            third.ack()
+
+
+def test_a_waiting_receiver_gets_a_publish_without_a_second_call(
+    url: str, raw: redis.Redis
+) -> None:
+    with anyqueue.connect(url) as broker:
+        broker.declare("pushed", "g")
+        with broker.subscribe("pushed", "g") as sub:
+            got: list[anyqueue.Message | None] = []
+            waiter = threading.Thread(target=lambda: got.append(sub.receive(timeout=10)))
+            waiter.start()
+            layout = Layout(url.rpartition("prefix=")[2])
+            wait_until(
+                lambda: raw.llen(layout.group("pushed", "g").key("waiting")) == 1,
+                10,
+                "the receiver to wait",
+            )
+            before = int(raw.info("commandstats")["cmdstat_evalsha"]["calls"])
+            broker.publish("pushed", b"straight into the box")
+            waiter.join(10)
+            after = int(raw.info("commandstats")["cmdstat_evalsha"]["calls"])
+            assert got and got[0] is not None and got[0].body == b"straight into the box"
+            assert after - before == 1  # the publish script leased it to the waiting receiver
+            got[0].ack()
