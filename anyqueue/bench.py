@@ -256,7 +256,8 @@ COLUMNS = (
 )
 
 
-def _number(name: str, value: float | None) -> str:
+def format_figure(name: str, value: float | None) -> str:
+    """One figure as the tables show it: rates as whole numbers, latencies in ms, None as -."""
     if value is None:
         return "-"
     if name.endswith("_ms"):
@@ -276,11 +277,11 @@ def format_table(results: Sequence[BenchResult]) -> str:
             notes.append(f"{result.url}: {result.error}")
             continue
         ours = with_combined(result.figures)
-        rows.append([result.url, "anyqueue", *(_number(k, ours.get(k)) for k, _ in COLUMNS)])
+        rows.append([result.url, "anyqueue", *(format_figure(k, ours.get(k)) for k, _ in COLUMNS)])
         if result.baseline is not None:
             theirs = with_combined(result.baseline)
             ratios = result.ratios()
-            rows.append(["", "baseline", *(_number(k, theirs.get(k)) for k, _ in COLUMNS)])
+            rows.append(["", "baseline", *(format_figure(k, theirs.get(k)) for k, _ in COLUMNS)])
             rows.append(
                 ["", "ratio", *(f"{ratios[k]:.2f}x" if k in ratios else "-" for k, _ in COLUMNS)]
             )

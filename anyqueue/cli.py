@@ -1,4 +1,4 @@
-"""The `anyqueue` command line: backends, publish, consume, bench and the conformance suite.
+"""The `anyqueue` command line: backends, publish, consume, bench, conformance, compare, migrate.
 
 Every command takes broker URLs as arguments (passwords are never echoed). An anyqueue error is
 one red line on stderr and exit status 1; progress goes to stderr, results to stdout.
@@ -21,6 +21,7 @@ from typing import IO, Any, NoReturn
 import click
 
 from . import bench as bench_module
+from . import compare as compare_module
 from .broker import connect
 from .config import BrokerURL, redact_url, scrub
 from .errors import ConfigError, Error
@@ -109,6 +110,17 @@ def _progress(length: int, label: str) -> Iterator[Callable[[str | None, int], N
         yield advance
 
 
+@contextmanager
+def _bench_progress(shown_url: str, length: int) -> Iterator[bench_module.Progress]:
+    """A progress bar for benchmarking one URL, labelled with the URL and the phase."""
+    with _progress(length, f"{shown_url} publish") as advance:
+
+        def progress(phase: str, steps: int) -> None:
+            advance(f"{shown_url} {phase}", steps)
+
+        yield progress
+
+
 # -- the commands ------------------------------------------------------------------------------
 @click.group(cls=AnyqueueGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="anyqueue", prog_name="anyqueue")
@@ -122,6 +134,7 @@ def cli() -> None:
       anyqueue consume redis://localhost:6379/0 orders --group billing -n 1 --json
       anyqueue bench memory:// redis://localhost:6379/0
       anyqueue conformance memory://
+      anyqueue compare memory:// redis://localhost:6379/0
     """
 
 
@@ -454,12 +467,7 @@ def bench(
     ctx = click.get_current_context()
     results = []
     for url in urls:
-        shown = redact_url(url)
-        with _progress(2 * messages + requests, f"{shown} publish") as advance:
-
-            def progress(phase: str, steps: int, shown: str = shown) -> None:
-                advance(f"{shown} {phase}", steps)
-
+        with _bench_progress(redact_url(url), 2 * messages + requests) as progress:
             results.append(
                 bench_module.run(
                     url,
@@ -521,6 +529,85 @@ def conformance(urls: tuple[str, ...], output_format: str) -> None:
         )
     code = runner.run_conformance(list(urls), output_format=output_format, pytest_args=pytest_args)
     ctx.exit(int(code))
+
+
+@cli.command(cls=_SplitAtDoubleDash)
+@click.argument("urls", nargs=-1, required=True, type=URL)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "markdown", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--messages",
+    "-m",
+    type=click.IntRange(min=0),
+    default=10_000,
+    show_default=True,
+    help="Messages to publish and consume per URL in the benchmark.",
+)
+@click.option(
+    "--requests",
+    "-r",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Sequential request/reply round trips per URL in the benchmark.",
+)
+@click.option("--no-baseline", is_flag=True, help="Skip the backends' raw-client baselines.")
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiply the conformance suite's message counts.",
+)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiply the conformance suite's waits (slow brokers need more).",
+)
+def compare(
+    urls: tuple[str, ...],
+    output_format: str,
+    messages: int,
+    requests: int,
+    no_baseline: bool,
+    scale: float,
+    time_scale: float,
+) -> None:
+    """Run the conformance suite and the benchmark on each URL; print them side by side.
+
+    One column per URL: the capability matrix (VERIFIED / FAIL / UNCLAIMED / UNVERIFIABLE),
+    then the bench figures (and the raw-client baseline with ratios where the backend ships
+    one). Arguments after `--` go to pytest. Exit status 1 if a conformance case FAILed or a
+    run failed; UNVERIFIABLE cells do not fail it.
+
+    \b
+    Examples:
+      anyqueue compare memory:// redis://localhost:6379/0
+      anyqueue compare amqp://localhost redis://localhost --format markdown -m 2000
+    """
+    ctx = click.get_current_context()
+    comparison = compare_module.compare(
+        list(urls),
+        messages=messages,
+        requests=requests,
+        baseline=not no_baseline,
+        scale=scale,
+        time_scale=time_scale,
+        pytest_args=ctx.meta.get(PASSTHROUGH_KEY, []),
+        announce=lambda line: click.echo(line, err=True),
+        bench_progress=lambda shown: _bench_progress(shown, 2 * messages + requests),
+    )
+    click.echo(comparison.render(output_format))
+    problems = comparison.problems()
+    if problems:
+        _fail(ctx, "; ".join(problems))
 
 
 cli.add_command(importlib.import_module("anyqueue.cli_migrate").migrate_command)
