@@ -169,14 +169,14 @@ def test_long_handler_keeps_its_connection(rabbitmq_node: RabbitNode) -> None:
     """A handler running over 3x the heartbeat interval must not lose the connection
     (pika#1104: a BlockingConnection would miss heartbeats and be closed by the broker)."""
     topic = unique()
-    heartbeat = 1
+    heartbeat = 2  # the broker gives up after two missed beats: 4 s here
     with anyqueue.connect(rabbitmq_node.url, heartbeat=heartbeat) as broker:
         broker.declare(topic, "g")
         broker.publish(topic, b"slow work")
         done = threading.Event()
 
         def slow(message: anyqueue.Message) -> None:
-            time.sleep(4 * heartbeat)
+            time.sleep(3.5 * heartbeat)
             done.set()
 
         with broker.consume(topic, slow, group="g"):
