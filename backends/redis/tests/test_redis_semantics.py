@@ -243,3 +243,31 @@ def test_a_waiting_receiver_gets_a_publish_without_a_second_call(
             assert got and got[0] is not None and got[0].body == b"straight into the box"
             assert after - before == 1  # the publish script leased it to the waiting receiver
             got[0].ack()
+
+
+def test_an_outage_longer_than_retry_timeout_raises_then_recovers(
+    fresh_server: RedisServer,
+) -> None:
+    url = f"{fresh_server.url}?retry_timeout=1"
+    with anyqueue.connect(url) as broker:
+        broker.declare("outage", "g")
+        with broker.subscribe("outage", "g") as sub:
+            broker.publish("outage", b"before")
+            first = sub.receive(timeout=5)
+            assert first is not None
+            first.ack()
+            fresh_server.stop()
+            with pytest.raises(anyqueue.ConnectionError):
+                while sub.receive(timeout=0.3) is None:
+                    pass
+            with pytest.raises(anyqueue.ConnectionError):
+                broker.publish("outage", b"lost")
+            fresh_server.start()
+            broker.publish("outage", b"after")
+            after = sub.receive(timeout=10)
+            assert after is not None and after.body == b"after"
+            after.ack()  # on a settling connection the server closed meanwhile: sent again
+    admin = redis.Redis(port=fresh_server.port)
+    stored = admin.hlen(Layout("anyqueue").group("outage", "g").key("body"))
+    admin.close()
+    assert stored == 0, "the ack after the outage was lost"

@@ -380,6 +380,8 @@ class RedisSubscription(SubscriptionDriver):
         self._receiving = threading.Lock()
         self._settler = driver.connections.dedicated()
         self._unconfirmed: list[tuple[ScriptCall, list[Any]]] = []
+        #: acks to send again: their answers were lost with a connection
+        self._unsent: list[tuple[ScriptCall, list[Any]]] = []
         self._become(new_token())
 
     def _become(self, consumer: str) -> None:
@@ -624,8 +626,7 @@ class RedisSubscription(SubscriptionDriver):
                     if self._closed:
                         return
                     connection = self._settler
-                    self._confirm_acks()
-                    consumer = self._current_consumer(connection)
+                    consumer = self._settler_ready()
                     # receipts from before a dropped link are stale: their messages went back
                     current = [r for r in receipts if r.consumer == consumer]
                     for start in range(0, len(current), MAX_PER_SCRIPT):
@@ -647,25 +648,37 @@ class RedisSubscription(SubscriptionDriver):
                     raise
                 time.sleep(0.05)
 
-    def _confirm_acks(self) -> None:
-        """Read the answers to acks sent earlier (with the lock held). An ack whose script the
-        server had forgotten (it restarted) is sent again; one lost with the connection is not,
-        and its message comes back to the group, as after any dropped link."""
+    def _settler_ready(self) -> str:
+        """With the lock held: make the settling connection ready for the next command, and
+        return the consumer id to settle under. Reads the answers to acks sent before; an ack
+        whose answer was lost with a connection is sent again (acks are idempotent: the script
+        only removes a lease the consumer still holds), unless its consumer has been replaced
+        since — then its message went back to the group."""
+        connection = self._settler
         pending, self._unconfirmed = self._unconfirmed, []
         forgotten = []
+        for index, (call, args) in enumerate(pending):
+            try:
+                connection.read_response()
+            except NoScriptError:
+                forgotten.append((call, args))  # the server restarted and forgot the script
+            except redis.ResponseError as err:
+                log.error("redis: an ack failed on %s: %s", self._keys.base, err)
+            except RETRYABLE:
+                self._unsent += pending[index:]
+                raise
         try:
-            for call, args in pending:
-                try:
-                    self._settler.read_response()
-                except NoScriptError:
-                    forgotten.append((call, args))
-                except redis.ResponseError as err:
-                    log.error("redis: an ack failed on %s: %s", self._keys.base, err)
+            stale = connection.can_read()  # something to read now: unasked-for data, or EOF
         except RETRYABLE:
-            log.info("redis: the link dropped with %d acks unconfirmed", len(pending))
-            raise
-        for call, args in forgotten:
-            call.run(self._settler, args)
+            stale = True  # the server closed it
+        if stale:
+            connection.disconnect()  # reconnected below, which tells the Link
+        consumer = self._current_consumer(connection)
+        unsent, self._unsent = forgotten + self._unsent, []
+        for call, args in unsent:
+            if args[0] == consumer:
+                call.run(connection, args)
+        return consumer
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -677,7 +690,7 @@ class RedisSubscription(SubscriptionDriver):
             self._driver._forget(self)
             try:
                 # after the acks sent before, on the same connection: acked messages stay gone
-                self._confirm_acks()
+                self._settler_ready()
                 self._release(self._settler, consumer, waiting, successor="")
             except (redis.RedisError, Error) as err:
                 log.warning(
