@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 #: the keys of one group, in the order the group scripts receive them as KEYS[1..7]
 GROUP_SUFFIXES = (
-    "ready",  # list: `<entry>:<deliveries so far>` items waiting for a consumer, oldest first
+    "ready",  # list: `<entry>[:<deliveries so far>]` items waiting for a consumer, oldest first
     "body",  # hash: entry number -> envelope (anyqueue.envelope bytes)
     "owner",  # hash: entry number -> `<consumer>:<delivery count>` while it is leased
     "timers",  # zset, scores in ms: `d:<entry>:<count>` delayed until, `l:<entry>` lease

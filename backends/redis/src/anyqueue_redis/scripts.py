@@ -12,7 +12,8 @@ Each `redis.call` from Lua costs a few microseconds, so the scripts keep their c
 independent of how many messages they handle (one HMGET, not one HGET per message).
 
 What the group keys hold (see also docs/backends/redis.md):
-- ready: `<entry>:<deliveries so far>` items, oldest first;
+- ready: `<entry>:<deliveries so far>` items (just `<entry>` before the first delivery),
+  oldest first;
 - body: entry -> envelope;
 - owner: entry -> `<consumer>:<delivery count>` while leased (the receipt an ack must match);
 - timers: `d:<entry>:<count>` (delayed until), `l:<entry>` (lease deadline, with ack_timeout),
@@ -95,8 +96,13 @@ local function lease(g, consumer, wanted, ack_timeout, now)
   local entries, counts = {}, {}
   for i, item in ipairs(items) do
     local colon = string.find(item, ':', 1, true)
-    entries[i] = string.sub(item, 1, colon - 1)
-    counts[i] = tonumber(string.sub(item, colon + 1)) + 1
+    if colon then
+      entries[i] = string.sub(item, 1, colon - 1)
+      counts[i] = tonumber(string.sub(item, colon + 1)) + 1
+    else
+      entries[i] = item
+      counts[i] = 1
+    end
   end
   local bodies = redis.call('HMGET', g.body, unpack(entries))
   local leased, owners, deadlines = {}, {}, {}
@@ -357,9 +363,10 @@ for _, target in ipairs(targets) do
     local first = redis.call('INCRBY', g.seq, count) - count
     local items, bodies = {}, {}
     for i = 1, count do
-      items[i] = (first + i) .. ':0'
-      bodies[#bodies + 1] = first + i
-      bodies[#bodies + 1] = ARGV[i + 1]
+      local entry = first + i
+      items[i] = entry  -- a ready item without `:<count>` has not been delivered yet
+      bodies[2 * i - 1] = entry
+      bodies[2 * i] = ARGV[i + 1]
     end
     each_slice('HSET', g.body, bodies)
     each_slice('RPUSH', g.ready, items)
