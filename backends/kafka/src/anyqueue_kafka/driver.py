@@ -201,6 +201,9 @@ class KafkaDriver(Driver):
                 # partitions one by one (not sticky), so competing members share a burst
                 "partitioner": "murmur2_random",
                 "sticky.partitioning.linger.ms": 0,
+                # topics are created explicitly (partition count from the options); a late
+                # reply must not bring a deleted reply topic back
+                "allow.auto.create.topics": False,
                 **self._passthrough,
             }
         )

@@ -231,7 +231,7 @@ class KafkaHarness(Harness):
         *,
         server: TansuServer | None = None,
         scale: float = 1.0,
-        time_scale: float = 3.0,
+        time_scale: float = 1.0,
     ) -> None:
         super().__init__(url, scale=scale, time_scale=time_scale)
         self.server = server
