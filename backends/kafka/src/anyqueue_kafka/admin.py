@@ -19,7 +19,11 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported names
+    AdminClient,
+    NewTopic,
+    OffsetSpec,
+)
 
 log = logging.getLogger("anyqueue.kafka")
 
@@ -133,7 +137,7 @@ class Cluster:
 
     def end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
         """Each partition's current end (the offset the next message will get)."""
-        request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
+        request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
         result = self._retrying(
             lambda: self._admin.list_offsets(request, request_timeout=self.timeout)
         )

@@ -160,7 +160,10 @@ def _request_reply(
         for index in range(requests + 1):  # the first one warms up
             correlation = str(index).encode()
             start = time.perf_counter()
-            headers = [("reply-to", reply_topic.encode()), ("id", correlation)]
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("reply-to", reply_topic.encode()),
+                ("id", correlation),
+            ]
             producer.produce(request_topic, body, headers=headers)
             producer.poll(0)
             _await_reply(replies, correlation)
@@ -206,11 +209,11 @@ def _serve(
             if record is None or record.error() is not None:
                 continue
             headers = dict(record.headers() or ())
-            producer.produce(
-                headers["reply-to"].decode(), record.value(), headers=[("id", headers["id"])]
-            )
+            reply_to = headers["reply-to"]
+            assert isinstance(reply_to, bytes)
+            producer.produce(reply_to.decode(), record.value(), headers=[("id", headers["id"])])
             producer.poll(0)
-            consumer.commit(record, asynchronous=True)
+            consumer.commit(message=record, asynchronous=True)
     finally:
         consumer.close()
         producer.flush(PATIENCE)

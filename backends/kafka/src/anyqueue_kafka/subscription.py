@@ -476,7 +476,10 @@ class KafkaSubscription(SubscriptionDriver):
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=not wait)
+            if wait:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as err:
             if err.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("anyqueue: committing offsets of %r failed: %s", self._topic, err)

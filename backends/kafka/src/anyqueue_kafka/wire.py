@@ -29,7 +29,7 @@ USER = "anyqueue.user."
 _USER_LENGTH = len(USER)
 _METADATA = frozenset({ID, CONTENT_TYPE, CORRELATION_ID, REPLY_TO, ATTEMPT, NOT_BEFORE, ORIGIN})
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 def record_headers(message: Message) -> Headers:
