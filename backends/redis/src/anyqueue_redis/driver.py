@@ -441,7 +441,8 @@ class RedisSubscription(SubscriptionDriver):
     def _current_consumer(self, connection: redis.Connection) -> str:
         """The consumer id to lease and settle under, on `connection`; call with the lock held.
         Connecting first makes a reconnect, and so news of a drop, known before the check."""
-        connection.connect()
+        if connection._sock is None:  # type: ignore[attr-defined]
+            connection.connect()
         epoch = self._driver.link.epoch
         if epoch != self._epoch:
             previous, waiting = self._consumer, self._waiting_entry
@@ -475,10 +476,14 @@ class RedisSubscription(SubscriptionDriver):
         )
 
     def _sync_link(self, connection: redis.Connection) -> None:
-        """Give back leases from before a dropped link now, not at the next receive or ack."""
+        """For the heartbeat thread: give back leases from before a dropped link now, not at
+        the next receive or ack; and make sure acks sent earlier arrived (resending those lost
+        with a connection), however long it is until the next settle."""
         with self._lock:
             if not self._closed:
                 self._current_consumer(connection)
+                if self._unconfirmed or self._unsent:
+                    self._settler_ready()
 
     def _heartbeat_command(self) -> list[bytes] | None:
         """This consumer's heartbeat (packed), or None once closed."""
@@ -689,12 +694,14 @@ class RedisSubscription(SubscriptionDriver):
             except RETRYABLE:
                 self._unsent += pending[index:]
                 raise
+        # the server may have closed it since its last answer: something to read now is EOF
+        # (or data nobody asked for); it is reconnected below, which tells the Link
         try:
-            stale = connection.can_read()  # something to read now: unasked-for data, or EOF
+            stale = connection.can_read()
         except RETRYABLE:
-            stale = True  # the server closed it
+            stale = True
         if stale:
-            connection.disconnect()  # reconnected below, which tells the Link
+            connection.disconnect()
         consumer = self._current_consumer(connection)
         unsent, self._unsent = forgotten + self._unsent, []
         for call, args in unsent:
@@ -712,7 +719,10 @@ class RedisSubscription(SubscriptionDriver):
             self._driver._forget(self)
             try:
                 # after the acks sent before, on the same connection: acked messages stay gone
-                self._settler_ready()
+                try:
+                    self._settler_ready()
+                except RETRYABLE:
+                    self._settler_ready()  # the answers were lost with the connection: resend
                 self._release(self._settler, consumer, waiting, successor="")
             except (redis.RedisError, Error) as err:
                 log.warning(
