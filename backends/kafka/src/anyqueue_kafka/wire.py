@@ -27,7 +27,6 @@ NOT_BEFORE = "anyqueue.not-before"
 ORIGIN = "anyqueue.topic"
 USER = "anyqueue.user."
 _USER_LENGTH = len(USER)
-_METADATA = frozenset({ID, CONTENT_TYPE, CORRELATION_ID, REPLY_TO, ATTEMPT, NOT_BEFORE, ORIGIN})
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -66,31 +65,41 @@ def decode(record: Any, receipt: Any) -> Message:
     """Turn a confluent_kafka Message into an anyqueue Message (topic, id, headers set;
     delivery_count from the attempt header, 1 for a first delivery)."""
     headers: dict[str, str] = {}
-    meta: dict[str, str] = {}
+    message_id = content_type = correlation_id = reply_to = origin = None
+    attempt = 1
     raw_headers: list[tuple[str, bytes | None]] | None = record.headers()
     if raw_headers:
         for name, raw in raw_headers:
-            value = "" if raw is None else raw.decode(errors="replace")
-            if not name.startswith(PREFIX):
+            value = "" if raw is None else raw.decode("utf-8", "replace")
+            if name == ID:  # on every anyqueue record: test it first
+                message_id = value
+            elif not name.startswith(PREFIX):
                 headers[name] = value
+            elif name == CONTENT_TYPE:
+                content_type = value
             elif name.startswith(USER):
                 headers[name[_USER_LENGTH:]] = value
-            elif name in _METADATA:
-                meta[name] = value
-            else:  # an anyqueue.* header this version does not know: keep it visible
+            elif name == CORRELATION_ID:
+                correlation_id = value
+            elif name == REPLY_TO:
+                reply_to = value
+            elif name == ATTEMPT:
+                attempt = _int(value, 1)
+            elif name == ORIGIN:
+                origin = value
+            elif name != NOT_BEFORE:  # an anyqueue.* header this version does not know
                 headers[name] = value
     key = record.key()
     value = record.value()
-    attempt = _int(meta[ATTEMPT], 1) if ATTEMPT in meta else 1
     return Message(
         b"" if value is None else value,
-        key=None if key is None else key.decode(errors="replace"),
+        key=None if key is None else key.decode("utf-8", "replace"),
         headers=headers,
-        id=meta.get(ID) or f"{record.topic()}-{record.partition()}@{record.offset()}",
-        content_type=meta.get(CONTENT_TYPE) or OCTET_STREAM,
-        correlation_id=meta.get(CORRELATION_ID),
-        reply_to=meta.get(REPLY_TO),
-        topic=meta.get(ORIGIN) or record.topic(),
+        id=message_id or f"{record.topic()}-{record.partition()}@{record.offset()}",
+        content_type=content_type or OCTET_STREAM,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        topic=origin or record.topic(),
         delivery_count=attempt,
         redelivered=attempt > 1,
         receipt=receipt,
