@@ -282,8 +282,12 @@ def drain(broker: Broker, topic: str, group: str, *, expect: int, quiet: float) 
     return received
 
 
-def check_arrived(pair: Pair, sent: dict[str, Sent], received: list[Message]) -> None:
-    """Each sent message arrived exactly once, intact, with provenance headers."""
+def check_arrived(
+    pair: Pair, sent: dict[str, Sent], received: list[Message], *, one_run: bool = True
+) -> None:
+    """Each sent message arrived exactly once, intact, with provenance headers; in publish
+    order if one uninterrupted run moved them between brokers that keep order (after an
+    interruption, returned messages come back in whatever order the source redelivers)."""
     ids = [message.id for message in received]
     duplicated = [i for i, n in Counter(ids).items() if n > 1]
     assert not duplicated, f"{len(duplicated)} ids arrived more than once"
@@ -312,7 +316,7 @@ def check_arrived(pair: Pair, sent: dict[str, Sent], received: list[Message]) ->
         assert message.headers[MIGRATED_TOPIC] == pair.topic
         assert message.headers[MIGRATED_GROUP] == pair.group
         assert "***" in pair.source.url or "@" not in pair.source.url  # never a password
-    if pair.ordered:
+    if one_run and pair.ordered:
         assert ids == list(sent), "one migration keeps the source's order"
 
 
@@ -500,7 +504,7 @@ def test_destination_failing_mid_run_loses_nothing(pair: Pair) -> None:
     )
     assert resumed.ok and resumed.moved == left, resumed.summary()
     received = drain(pair.destination, pair.topic, pair.group, expect=500, quiet=pair.quiet)
-    check_arrived(pair, sent, received)
+    check_arrived(pair, sent, received, one_run=False)
 
 
 def test_messages_too_large_for_the_destination_stay_at_the_source(pair: Pair) -> None:
