@@ -55,13 +55,20 @@ def pytest_runtest_makereport(
         reason = ""
         if report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2])
-        detail = reason or (str(report.longrepr) if report.failed else "")
+        detail = reason or (_failure_message(report) if report.failed else "")
         item.config.stash[_RESULTS].append(
             CaseResult(
                 _url_of(item), capability, item.name, outcome_of(report.outcome, reason), detail
             )
         )
     return report
+
+
+def _failure_message(report: pytest.TestReport) -> str:
+    """The exception line of a failure (`AssertionError: 3 messages were lost`), not the first
+    line of its traceback."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    return str(crash.message) if crash is not None else str(report.longrepr)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
