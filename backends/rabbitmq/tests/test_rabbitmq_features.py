@@ -220,3 +220,36 @@ def test_password_never_shows(rabbitmq_node: RabbitNode) -> None:
     with anyqueue.connect(rabbitmq_node.url) as broker:
         assert "guest:guest" not in repr(broker) and "guest:guest" not in str(broker)
         assert "guest:guest" not in repr(broker._driver.url)
+
+
+def test_ack_timeout_returns_a_message_while_its_handler_still_runs(
+    rabbitmq_node: RabbitNode,
+) -> None:
+    """The I/O thread enforces the lease: the second worker thread gets the message again
+    while the first is still busy with it, and the first one's late ack changes nothing."""
+    topic = unique()
+    handled: list[int] = []
+    lock = threading.Lock()
+    second_started = threading.Event()
+
+    def handler(message: anyqueue.Message) -> None:
+        if message.delivery_count == 1:
+            second_started.wait(30)  # busy until the redelivery has reached the other thread
+        else:
+            second_started.set()
+        with lock:
+            handled.append(message.delivery_count)
+
+    with anyqueue.connect(rabbitmq_node.url) as broker:
+        broker.declare(topic, "g")
+        broker.publish(topic, b"slow")
+        worker = broker.consume(topic, handler, group="g", concurrency=2, ack_timeout=1.0)
+        try:
+            deadline = time.monotonic() + 60
+            while len(handled) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            worker.stop()
+        assert sorted(handled) == [1, 2]
+        with broker.subscribe(topic, "g") as sub:
+            assert sub.receive(timeout=1.5) is None, "acked after the redelivery: gone"

@@ -251,6 +251,19 @@ class Link:
         result: Channel = future.result(timeout, "opening a channel")
         return result
 
+    # -- timers (I/O thread only) --------------------------------------------------------------
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Any:
+        """Run `callback` on the I/O thread in `seconds` (a timer of this connection: it dies
+        with it). Call only from the I/O thread; returns a handle for `cancel_timer`."""
+        assert self._connection is not None
+        return self._connection.ioloop.call_later(seconds, callback)
+
+    def cancel_timer(self, handle: Any) -> None:
+        """Cancel a `call_later` timer (I/O thread only; a timer of a dead connection is gone)."""
+        connection = self._connection
+        if connection is not None:
+            connection.ioloop.remove_timeout(handle)
+
     # -- the I/O thread ------------------------------------------------------------------------
     def _run(self) -> None:
         backoff = FIRST_BACKOFF

@@ -8,7 +8,7 @@ port 5671 and verifies the server certificate and host name unless `verify=false
 |---------------------|------------------------------------------------------------------|
 | ordering            | global per group (one consumer); a requeued message goes last     |
 | durable             | yes: durable queues, persistent messages, publisher confirms      |
-| ack timeout         | no (RabbitMQ's consumer_timeout closes the whole channel)         |
+| ack timeout         | yes: leases timed on the I/O thread, then basic.nack(requeue)     |
 | nack(delay)         | yes: TTL'd wait queues dead-lettering back (no plugin needed)     |
 | wildcards `*` `#`   | yes, native topic exchanges (dead letters on their own exchange)  |
 | delivery_count      | exact: a header counted on requeue; quorum's x-delivery-count     |
@@ -376,7 +376,7 @@ class _Publisher:
 class _Delivery:
     """What settling one delivery needs: its channel and tag, and the original to requeue."""
 
-    __slots__ = ("body", "channel", "properties", "queue", "recount", "tag", "topic")
+    __slots__ = ("body", "channel", "lease", "properties", "queue", "recount", "tag", "topic")
 
     def __init__(
         self,
@@ -395,6 +395,7 @@ class _Delivery:
         self.queue = queue
         self.topic = topic
         self.recount = recount
+        self.lease: Any = None  # the ack timeout's timer on the I/O thread, if any
 
 
 def _message(
@@ -440,8 +441,16 @@ def _message(
 class RabbitSubscription(SubscriptionDriver):
     """A consumer on its own channel (basic.qos = prefetch), re-attached after reconnects."""
 
-    def __init__(self, driver: RabbitDriver, topic: str, group: str | None, prefetch: int) -> None:
+    def __init__(
+        self,
+        driver: RabbitDriver,
+        topic: str,
+        group: str | None,
+        prefetch: int,
+        ack_timeout: float | None = None,
+    ) -> None:
         self._driver = driver
+        self._ack_timeout = ack_timeout
         self._link = driver._link
         self.topic = topic
         self.group = group
@@ -579,6 +588,8 @@ class RabbitSubscription(SubscriptionDriver):
                 batch = [self._buffer.popleft() for _ in range(take)]
             if any(m.receipt.recount for m in batch):
                 batch = self._recount(batch)
+            if batch and self._ack_timeout is not None:
+                self._lease([m.receipt for m in batch], self._ack_timeout)
             if batch or time.monotonic() >= deadline:
                 return batch
 
@@ -592,6 +603,35 @@ class RabbitSubscription(SubscriptionDriver):
             log.debug("anyqueue: re-attaching to %r failed: %s", self.topic, err)
             return False
         return self._channel is not None
+
+    def _lease(self, deliveries: list[_Delivery], seconds: float) -> None:
+        """Start (or restart) the ack timeout of handed-out deliveries: the I/O thread gives
+        each back to the queue (basic.nack, requeue) if it is still unsettled `seconds` later,
+        whether or not the receiving thread is busy. A later ack of it is ignored."""
+
+        def start() -> None:
+            for delivery in deliveries:
+                channel = delivery.channel
+                if delivery.tag not in channel.unsettled or not channel.usable:
+                    continue
+                if delivery.lease is not None:
+                    self._link.cancel_timer(delivery.lease)
+                delivery.lease = self._link.call_later(seconds, lambda d=delivery: self._expire(d))
+
+        self._link.post(start)
+
+    def _expire(self, delivery: _Delivery) -> None:
+        # on the I/O thread: the lease ran out; it comes back redelivered and counted
+        delivery.lease = None
+        channel = delivery.channel
+        if delivery.tag in channel.unsettled and channel.usable:
+            del channel.unsettled[delivery.tag]
+            assert channel.pika is not None
+            channel.pika.basic_nack(delivery.tag, requeue=True)
+
+    def extend(self, messages: Sequence[Message], seconds: float) -> None:
+        if self._ack_timeout is not None:
+            self._lease([m.receipt for m in messages], seconds)
 
     def _recount(self, batch: list[Message]) -> list[Message]:
         """Requeue redelivered messages of a classic queue with their count raised, so a
@@ -623,7 +663,7 @@ class RabbitSubscription(SubscriptionDriver):
     def _requeue(self, messages: Sequence[Message], delay: float | None) -> None:
         """Republish copies carrying the delivery count (through a wait queue when delayed),
         then ack the originals. Deliveries of a dead channel are already back: skipped."""
-        live = [m for m in messages if self._still_held(m.receipt)]
+        live = [m for m in messages if self._still_held(m.receipt)]  # not expired, not dropped
         if not live:
             return
         driver = self._driver
@@ -644,15 +684,21 @@ class RabbitSubscription(SubscriptionDriver):
 
     def _still_held(self, delivery: _Delivery) -> bool:
         channel = delivery.channel
-        return channel.close_reason is None and channel.generation == self._link.generation
+        return (
+            delivery.tag in channel.unsettled
+            and channel.close_reason is None
+            and channel.generation == self._link.generation
+        )
 
-    @staticmethod
-    def _ack_now(deliveries: list[_Delivery]) -> None:
+    def _ack_now(self, deliveries: list[_Delivery]) -> None:
         """On the I/O thread: ack these deliveries. Tags already settled, or of a channel that
         died (the broker has taken them back), are dropped, never sent on another channel.
         A run of the oldest unsettled tags goes as one `multiple` ack."""
         by_channel: dict[Channel, set[int]] = {}
         for delivery in deliveries:
+            if delivery.lease is not None:
+                self._link.cancel_timer(delivery.lease)
+                delivery.lease = None
             by_channel.setdefault(delivery.channel, set()).add(delivery.tag)
         for channel, tags in by_channel.items():
             unsettled = channel.unsettled
@@ -674,10 +720,12 @@ class RabbitSubscription(SubscriptionDriver):
                 del unsettled[tag]
                 channel.pika.basic_ack(tag)
 
-    @staticmethod
-    def _requeue_now(deliveries: list[_Delivery]) -> None:
+    def _requeue_now(self, deliveries: list[_Delivery]) -> None:
         """On the I/O thread: give deliveries back to their queue (quorum queues count it)."""
         for delivery in deliveries:
+            if delivery.lease is not None:
+                self._link.cancel_timer(delivery.lease)
+                delivery.lease = None
             channel = delivery.channel
             if delivery.tag not in channel.unsettled or not channel.usable:
                 continue
@@ -920,7 +968,7 @@ class RabbitDriver(Driver):
     def subscribe(
         self, topic: str, group: str | None, *, prefetch: int, ack_timeout: float | None
     ) -> RabbitSubscription:
-        subscription = RabbitSubscription(self, topic, group, prefetch)
+        subscription = RabbitSubscription(self, topic, group, prefetch, ack_timeout)
         subscription.attach()
         with self._subscriptions_lock:
             self._subscriptions.add(subscription)
