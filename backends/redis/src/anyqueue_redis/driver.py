@@ -18,7 +18,7 @@ certificates and host names are always verified (`ssl_ca_certs=PATH` for a priva
 
 Options: `prefix` (default `anyqueue`: every key starts with it), `consumer_timeout` (30 s),
 `retry_timeout` (10 s), `socket_timeout` (30 s), `connect_timeout` (5 s), `ssl_ca_certs`,
-`ssl_certfile`, `ssl_keyfile`. Needs Redis 6.2 or newer. The key layout and the semantics are
+`ssl_certfile`, `ssl_keyfile`. Needs Redis 7.0 or newer. The key layout and the semantics are
 described in docs/backends/redis.md.
 """
 
@@ -270,13 +270,15 @@ class RedisDriver(Driver):
             subscription._discard()
             raise
         with self._lock:
-            if self._closed:
-                subscription.close()
-                raise ConnectionError("the redis driver was closed")
-            self._subscriptions.add(subscription)
-            if self._keeper is None:
-                self._keeper = _Keeper(self)
-                self._keeper.start()
+            closed = self._closed
+            if not closed:
+                self._subscriptions.add(subscription)
+                if self._keeper is None:
+                    self._keeper = _Keeper(self)
+                    self._keeper.start()
+        if closed:
+            subscription.close()
+            raise Closed("the redis driver is closed")
         return subscription
 
     def _forget(self, subscription: RedisSubscription) -> None:
