@@ -97,7 +97,8 @@ class KafkaOptions:
         (max.poll.interval.ms); subscriptions fetch in the background, so this rarely matters.
     fetch_wait: how long the broker may hold a fetch open waiting for data (fetch.wait.max.ms):
         small values make request/reply and single messages fast.
-    linger: how long the producer waits to batch messages (linger.ms).
+    linger: how long the producer waits to batch messages (linger.ms); 0 by default, since
+        every publish waits for its confirmation (a batch is produced at once anyway).
     publish_timeout: how long a publish may wait for its delivery report (message.timeout.ms).
     timeout: admin requests and the first connection.
     max_body_bytes: the largest body accepted (keep below the broker's message.max.bytes).
@@ -113,7 +114,7 @@ class KafkaOptions:
     session_timeout: float = 45.0
     max_poll_interval: float = 300.0
     fetch_wait: float = 0.01
-    linger: float = 0.001
+    linger: float = 0.0
     publish_timeout: float = 30.0
     timeout: float = 10.0
     max_body_bytes: int = 1_000_000
