@@ -15,6 +15,9 @@ from .message import Message
 
 MAGIC = b"AQ1"
 _LENGTH = struct.Struct(">I")
+# one encoder for every message: json.dumps(..., separators=...) builds a new one per call,
+# which was a third of a Redis publish's Python time
+_META_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _HEADER_SIZE = len(MAGIC) + _LENGTH.size
 
 
@@ -31,7 +34,7 @@ def pack(message: Message, **extra: Any) -> bytes:
         meta["t"] = message.reply_to
     if extra:
         meta["x"] = extra
-    encoded = json.dumps(meta, separators=(",", ":")).encode()
+    encoded = _META_ENCODER.encode(meta).encode()
     return b"".join((MAGIC, _LENGTH.pack(len(encoded)), encoded, message.body))
 
 

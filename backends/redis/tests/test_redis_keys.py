@@ -6,13 +6,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from anyqueue_redis.driver import _envelope
 from anyqueue_redis.keys import GROUP_SUFFIXES, Layout, check_prefix, escape
 from redis.crc import key_slot
 
 import anyqueue
-from anyqueue.envelope import pack, unpack
-from anyqueue.message import Message
 
 
 def test_separators_in_names_never_make_two_groups_share_a_key() -> None:
@@ -54,31 +51,3 @@ def test_prefix_may_not_carry_hash_tags_or_spaces() -> None:
             check_prefix(bad)
     with pytest.raises(anyqueue.ConfigError):
         anyqueue.connect("redis://127.0.0.1:1/0?prefix=a{b")
-
-
-@pytest.mark.parametrize(
-    "message",
-    [
-        Message(b"", id="1"),
-        Message(bytes(range(256)), id='\u00e9\u00e8 "quoted" \\ id', content_type="x/y"),
-        Message(
-            b"body",
-            id="m2",
-            key="k\u2603",
-            headers={"a": "1", "\u00fcml\u00e4ut": "\u65e5\u672c", "ctl": "\x00\n"},
-            correlation_id="c",
-            reply_to="anyqueue.inbox.0123",
-        ),
-        Message(b"x", id="m3", key="", headers={}, correlation_id="", reply_to=""),
-    ],
-)
-def test_the_stored_format_is_anyqueues_envelope_byte_for_byte(message: Message) -> None:
-    assert _envelope(message, "logs.eu.error") == pack(message, topic="logs.eu.error")
-    decoded, extra = unpack(_envelope(message, "t"))
-    assert (decoded.body, decoded.id, decoded.key, decoded.headers) == (
-        message.body,
-        message.id,
-        message.key,
-        message.headers,
-    )
-    assert extra == {"topic": "t"}
