@@ -18,7 +18,7 @@ Contracts every driver keeps (the conformance suite checks them):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -74,6 +74,11 @@ class Inbox:
 
     address: str
     subscription: SubscriptionDriver
+    #: optional push delivery: the core calls `listen(on_reply)` once instead of running a
+    #: thread that polls `subscription`; the driver then calls `on_reply(message)` for every
+    #: reply, from any thread (it must be quick: it only wakes the waiting caller). Saves a
+    #: thread hop per request on backends whose replies arrive on an I/O thread anyway.
+    listen: Callable[[Callable[[Message], None]], None] | None = None
 
 
 class Driver(ABC):

@@ -48,10 +48,14 @@ class Requester:
         self._pending: dict[str, _Pending] = {}
         self._closed = False
         self._inbox = self._open_inbox()
-        self._reader = threading.Thread(
-            target=self._read_replies, name="anyqueue-replies", daemon=True
-        )
-        self._reader.start()
+        self._reader: threading.Thread | None = None
+        if self._inbox.listen is not None:
+            self._inbox.listen(self._deliver)  # the driver pushes replies: no reader thread
+        else:
+            self._reader = threading.Thread(
+                target=self._read_replies, name="anyqueue-replies", daemon=True
+            )
+            self._reader.start()
 
     def _open_inbox(self) -> Inbox:
         broker = self._broker
@@ -118,13 +122,17 @@ class Requester:
                 time.sleep(0.5)
                 continue
             for reply in replies:
-                with self._lock:
-                    pending = self._pending.pop(reply.correlation_id or "", None)
-                if pending is None:
-                    log.debug("anyqueue: dropped a late or unknown reply %r", reply)
-                    continue
-                pending.reply = reply
-                pending.done.set()
+                self._deliver(reply)
+
+    def _deliver(self, reply: Message) -> None:
+        """Hand a reply to the call waiting for it; a late or unknown one is dropped."""
+        with self._lock:
+            pending = self._pending.pop(reply.correlation_id or "", None)
+        if pending is None:
+            log.debug("anyqueue: dropped a late or unknown reply %r", reply)
+            return
+        pending.reply = reply
+        pending.done.set()
 
     def close(self) -> None:
         with self._lock:
@@ -136,7 +144,8 @@ class Requester:
             self._broker._call(self._inbox.subscription.close)
         except Error as err:
             log.debug("anyqueue: closing the reply inbox: %s", err)
-        self._reader.join(timeout=5)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
 
 
 def serve(
