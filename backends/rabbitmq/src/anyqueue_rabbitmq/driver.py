@@ -44,7 +44,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -757,6 +757,11 @@ class RabbitInbox(SubscriptionDriver):
         #: the channel consuming replies (the publish channel it was last attached to)
         self.channel: Channel | None = None
         self.closed = False
+        self._push: Callable[[Message], None] | None = None
+
+    def listen(self, on_reply: Callable[[Message], None]) -> None:
+        """Hand every reply to `on_reply` on the I/O thread as it arrives (no polling thread)."""
+        self._push = on_reply
 
     def consume_on(self, channel: Channel, timeout: float) -> None:
         """Consume replies on `channel`, the one requests are published on."""
@@ -785,6 +790,11 @@ class RabbitInbox(SubscriptionDriver):
             topic=DIRECT_REPLY_TO,
             delivery_count=1,
         )
+        push = self._push
+        if push is not None:
+            if not self.closed:
+                push(message)
+            return
         with self._lock:
             if not self.closed:
                 self._buffer.append(message)
@@ -1000,7 +1010,7 @@ class RabbitDriver(Driver):
         inbox = RabbitInbox()
         self._inbox = inbox
         self._publisher.attach_inbox(inbox)
-        return Inbox(DIRECT_REPLY_TO, inbox)
+        return Inbox(DIRECT_REPLY_TO, inbox, listen=inbox.listen)
 
     def send_reply(self, address: str, message: Message) -> None:
         self._replier.send_without_confirm(
