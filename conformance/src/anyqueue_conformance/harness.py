@@ -12,7 +12,15 @@ import anyqueue
 import anyqueue.config
 
 #: URL options that only say where the server is, not how the backend behaves
-_NOT_SEMANTIC = {"endpoint_url", "ssl_ca_certs", "ca_certs", "cafile", "tls_ca", "ssl_cafile"}
+_NOT_SEMANTIC = {
+    "endpoint_url",
+    "ssl_ca_certs",
+    "ca_certs",
+    "ca_file",
+    "cafile",
+    "tls_ca",
+    "ssl_cafile",
+}
 
 
 class Unverifiable(Exception):
