@@ -104,6 +104,11 @@ def _available(backend: str) -> str | None:
     return None
 
 
+#: how long each backend's test server takes to give a killed consumer's leases back (the
+#: URLs below set it: redis consumer_timeout, SQS visibility timeout; RabbitMQ at once)
+LEASE_RETURN_SECONDS = {"memory": 0.0, "redis": 1.0, "rabbitmq": 0.0, "sqs": 30.0}
+
+
 class Servers:
     """Real brokers started on demand, once per session; each side of a pair gets its own
     namespace on the one server ("a": the source side, "b": the destination side)."""
@@ -136,7 +141,10 @@ class Servers:
         if backend == "sqs":
             from anyqueue_sqs.testing import sqs_url
 
-            return sqs_url(server, prefix=f"mig{side}", visibility_timeout=5)
+            # a visibility timeout well above a batch's time on a loaded moto, so messages do
+            # not come back while in flight
+            visibility = int(LEASE_RETURN_SECONDS["sqs"])
+            return sqs_url(server, prefix=f"mig{side}", visibility_timeout=visibility)
         raise AssertionError(backend)
 
     def _start(self, backend: str) -> Any:
@@ -739,10 +747,15 @@ def _kill_pairs() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(params=_kill_pairs(), ids=_pair_id)
-def shared_pair(request: pytest.FixtureRequest, servers: Servers) -> tuple[str, str]:
-    """URLs of a source and a destination that outlive the process using them."""
+def shared_pair(request: pytest.FixtureRequest, servers: Servers) -> tuple[str, str, float]:
+    """URLs of a source and a destination that outlive the process using them, and how long
+    the source takes to give back what a killed consumer held."""
     source_backend, destination_backend = request.param
-    return servers.url(source_backend, "a"), servers.url(destination_backend, "b")
+    return (
+        servers.url(source_backend, "a"),
+        servers.url(destination_backend, "b"),
+        LEASE_RETURN_SECONDS[source_backend],
+    )
 
 
 @pytest.mark.parametrize(
@@ -756,9 +769,13 @@ def shared_pair(request: pytest.FixtureRequest, servers: Servers) -> tuple[str, 
     ids=["random-plain", "random-dedupe", "ack-dedupe", "publish-half-dedupe"],
 )
 def test_sigkill_half_way_then_resume_loses_nothing(
-    shared_pair: tuple[str, str], tmp_path: Path, phase: str, dedupe: bool, most_duplicates: int
+    shared_pair: tuple[str, str, float],
+    tmp_path: Path,
+    phase: str,
+    dedupe: bool,
+    most_duplicates: int,
 ) -> None:
-    source_url, destination_url = shared_pair
+    source_url, destination_url, lease_return = shared_pair
     topic, group, total = f"killed-{uuid.uuid4().hex[:12]}", "billing", 2000
     with anyqueue.connect(source_url) as source, anyqueue.connect(destination_url) as destination:
         sent = publish_samples(source, topic, group, total)
@@ -809,7 +826,7 @@ def test_sigkill_half_way_then_resume_loses_nothing(
             batch_size=BATCH,
             dedupe=dedupe,
             state_path=state,
-            idle_timeout=3.0,  # longer than a dead consumer's leases take to come back
+            idle_timeout=lease_return + 2.0,  # until the killed consumer's leases are back
         )
         assert resumed.ok, resumed.summary()
         received += drain(destination, topic, group, expect=total - killed_at, quiet=1.5)
