@@ -65,6 +65,10 @@ class Queue:
         self.wakeup = threading.Condition(namespace.lock)
 
     # all methods below run with namespace.lock held
+    def make_ready(self, entry: Entry) -> None:
+        """A delayed entry is due: it joins the back."""
+        self.ready.append(entry)
+
     def requeue(self, entries: Sequence[Entry]) -> None:
         """Put entries back at the head, oldest first, so a single consumer keeps its order."""
         for entry in sorted(entries, key=lambda e: e.seq, reverse=True):
@@ -75,15 +79,16 @@ class Queue:
         """Move due delays and expired leases back to ready; return when the next one is due."""
         expired: list[Entry] = []
         while self.lease_deadlines and self.lease_deadlines[0][0] <= now:
-            _, lease_id = heapq.heappop(self.lease_deadlines)
-            lease = self.leased.pop(lease_id, None)
-            if lease is not None:
+            deadline, lease_id = heapq.heappop(self.lease_deadlines)
+            lease = self.leased.get(lease_id)
+            if lease is not None and lease.deadline == deadline:  # else settled or extended
+                del self.leased[lease_id]
                 lease.consumer.leases.discard(lease_id)
                 expired.append(lease.entry)
         if expired:
             self.requeue(expired)
         while self.delayed and self.delayed[0][0] <= now:
-            self.ready.append(heapq.heappop(self.delayed)[2])
+            self.make_ready(heapq.heappop(self.delayed)[2])
         due = [q[0][0] for q in (self.delayed, self.lease_deadlines) if q]
         return min(due) if due else None
 
@@ -109,10 +114,17 @@ class Namespace:
                 key = (binding, group)
             queue = self.queues.get(key)
             if queue is None:
-                queue = Queue(self, binding, key[1], ephemeral=group is None)
+                queue = self._new_queue(binding, key[1], ephemeral=group is None)
                 self.queues[key] = queue
                 self._routes.clear()
             return queue
+
+    def _new_queue(self, binding: str, group: str, ephemeral: bool) -> Queue:
+        return Queue(self, binding, group, ephemeral)
+
+    def consumer(self, queue: Queue, ack_timeout: float | None) -> Consumer:
+        """A new subscription's consumer on `queue`."""
+        return Consumer(queue, ack_timeout)
 
     def depth(self, binding: str, group: str) -> int:
         """Messages the durable `group` on `binding` holds: ready, delayed and leased."""
@@ -212,6 +224,18 @@ class Namespace:
                 heapq.heappush(queue.delayed, (due, entry.seq, entry))
             queue.wakeup.notify_all()  # sleepers recompute their wake-up time
 
+    def extend(self, consumer: Consumer, receipts: Sequence[int], seconds: float) -> None:
+        """Push the deadline of these leases of `consumer` `seconds` from now (leases without
+        a deadline never expire and stay so)."""
+        with self.lock:
+            queue = consumer.queue
+            deadline = time.monotonic() + seconds
+            for lease_id in receipts:
+                lease = queue.leased.get(lease_id)
+                if lease is not None and lease.consumer is consumer and lease.deadline is not None:
+                    lease.deadline = deadline
+                    heapq.heappush(queue.lease_deadlines, (deadline, lease_id))
+
     def disconnect(self, consumer: Consumer, *, closing: bool) -> None:
         """Return every lease of `consumer` to its queue (close, or a dropped connection)."""
         with self.lock:
@@ -222,14 +246,22 @@ class Namespace:
             consumer.queue.wakeup.notify_all()
 
 
-_namespaces: dict[str, Namespace] = {}
+_namespaces: dict[tuple[str, str | None], Namespace] = {}
 _namespaces_lock = threading.Lock()
 
 
-def namespace(name: str) -> Namespace:
-    """The process-wide namespace called `name` ("" for plain `memory://`)."""
+def namespace(name: str, profile: str | None = None) -> Namespace:
+    """The process-wide namespace called `name` ("" for plain `memory://`). With a `profile`
+    (`memory://NAME?profile=sqs`) it is another namespace, whose groups behave like that
+    broker's: a broker imitating SQS never shares queues with one that does not."""
     with _namespaces_lock:
-        found = _namespaces.get(name)
+        found = _namespaces.get((name, profile))
         if found is None:
-            found = _namespaces[name] = Namespace(name)
+            if profile is None:
+                found = Namespace(name)
+            else:
+                from .profiles import PROFILES, ProfiledNamespace  # only when asked for
+
+                found = ProfiledNamespace(name, PROFILES[profile])
+            _namespaces[(name, profile)] = found
         return found
