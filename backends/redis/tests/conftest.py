@@ -1,32 +1,20 @@
 """Fixtures for the Redis backend's tests: real redis-server processes on free loopback ports.
 
-The tests start their own servers (AOF with `appendfsync always`, so the backend claims
+The tests use the session server of the root conftest.py, and start their own servers (AOF with `appendfsync always`, so the backend claims
 `durable`) in temporary directories and stop them afterwards. Set ANYQUEUE_REDIS_SERVER to use
 another redis-server binary.
 """
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from anyqueue_redis.testing import REDIS_SERVER, RedisServer
+from anyqueue_redis.testing import RedisServer
 
-if shutil.which(REDIS_SERVER) is None:
-    pytest.skip(
-        f"{REDIS_SERVER} is not installed (apt-get install redis-server)", allow_module_level=True
-    )
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One durable server for the session (tests keep apart by using unique prefixes)."""
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
+# `redis_server`, the session's shared server, comes from the repository's root conftest.py
 
 @pytest.fixture
 def prefix() -> str:
