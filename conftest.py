@@ -49,6 +49,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 SERVER_FIXTURES = {"rabbitmq": "rabbitmq_node", "redis": "redis_server"}
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking `backend_name` runs once per backend: memory and every real broker."""
+    if "backend_name" in metafunc.fixturenames:
+        metafunc.parametrize("backend_name", ["memory", *SERVER_FIXTURES])
+
+
 @pytest.fixture(scope="session")
 def backend_url(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """`backend_url("redis")` → the URL of that backend's session server (started on first

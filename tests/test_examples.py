@@ -1,8 +1,8 @@
-"""Every script in examples/ runs as a subprocess and exits 0 on each URL of `EXAMPLE_URLS`.
+"""Every script in examples/ runs as a subprocess and exits 0 on every backend.
 
 The examples check themselves (each exits non-zero when what it shows did not happen), so this
-test is only the runner. Later backend setups extend `EXAMPLE_URLS` (or set
-`$ANYQUEUE_EXAMPLE_URLS`, space-separated) to run the same scripts on real brokers.
+test is only the runner. `backend_name` and the real brokers' session servers come from the
+root conftest.py.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,6 @@ from anyqueue.config import redact_url
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
 
-#: the URLs every example runs against
-EXAMPLE_URLS = ["memory://", *os.environ.get("ANYQUEUE_EXAMPLE_URLS", "").split()]
 
 #: the RabbitMQ tutorials, plus the README's tour
 EXPECTED = {
@@ -62,9 +61,9 @@ def test_every_tutorial_has_an_example() -> None:
     assert {path.name for path in EXAMPLES} >= EXPECTED
 
 
-@pytest.mark.parametrize("url", EXAMPLE_URLS, ids=redact_url)
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.stem)
-def test_example_runs(script: Path, url: str) -> None:
+def test_example_runs(script: Path, backend_name: str, backend_url: Callable[[str], str]) -> None:
+    url = backend_url(backend_name)
     output = run_example(script, url)
     assert f"connected to {redact_url(url)}" in output or f"on {redact_url(url)}" in output
     for line in MUST_SAY.get(script.name, []):
