@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from anyqueue_sqs.testing import moto_server
+from anyqueue_sqs.testing import MotoSQS
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """The endpoint URL of a moto server (SQS and SNS) started for this test session."""
-    with moto_server() as endpoint:
-        yield endpoint
+    with MotoSQS() as server:
+        yield server.endpoint

@@ -4,6 +4,9 @@
         url = sqs_url(endpoint)      # sqs://testing:***@us-east-1?endpoint_url=...
         broker = anyqueue.connect(url)
 
+    with MotoSQS() as server:        # the same, shaped like the other backends' test servers
+        broker = anyqueue.connect(server.url)
+
 `moto_server` needs `moto[server]` (a test dependency, not a runtime one).
 """
 
@@ -47,6 +50,40 @@ class SQSHarness(Harness):
         if hook is None:
             raise Unverifiable(f"{broker!r} is not an sqs:// connection")
         hook()
+
+
+class MotoSQS:
+    """A moto SQS+SNS server for a test session, like the other backends' test servers:
+    `start()`, `stop()`, a context manager; `.endpoint` is its HTTP endpoint and `.url` an
+    `sqs://` URL reaching it with dummy credentials."""
+
+    def __init__(self, *, serialize_receives: bool = True) -> None:
+        self._serialize_receives = serialize_receives
+        self._running: contextlib.ExitStack | None = None
+        self.endpoint = ""
+
+    @property
+    def url(self) -> str:
+        return sqs_url(self.endpoint)
+
+    def start(self) -> None:
+        stack = contextlib.ExitStack()
+        self.endpoint = stack.enter_context(
+            moto_server(serialize_receives=self._serialize_receives)
+        )
+        self._running = stack
+
+    def stop(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.close()
+
+    def __enter__(self) -> MotoSQS:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 @contextlib.contextmanager
@@ -123,5 +160,7 @@ def _serialized_receives() -> Iterator[None]:
 
 def sqs_url(endpoint: str, region: str = "us-east-1", **options: Any) -> str:
     """An `sqs://` URL for a local endpoint, with moto's dummy credentials and `options`."""
-    query = urlencode({"endpoint_url": endpoint, **{k: str(v) for k, v in options.items()}})
+    query = urlencode(
+        {"endpoint_url": endpoint, **{k: str(v) for k, v in options.items()}}, safe=":/"
+    )
     return f"sqs://{quote(MOTO_KEY_ID)}:{quote(MOTO_SECRET_KEY)}@{region}?{query}"
