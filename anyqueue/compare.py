@@ -138,11 +138,11 @@ class Comparison:
             lines.append(f"FAIL {title} {cases[0]}{more}: {reason}".rstrip())
         for title, error in self.conformance_errors.items():
             lines.append(f"{title}: {error}")
-        for title, result in zip(self.titles, self.bench):
-            if result.error:
-                lines.append(f"{title}: bench failed: {result.error}")
-            if result.baseline_error:
-                lines.append(f"{title}: baseline failed: {result.baseline_error}")
+        for title, figures in zip(self.titles, self.bench):
+            if figures.error:
+                lines.append(f"{title}: bench failed: {figures.error}")
+            if figures.baseline_error:
+                lines.append(f"{title}: baseline failed: {figures.baseline_error}")
         return lines
 
     # -- output ----------------------------------------------------------------------------

@@ -172,10 +172,17 @@ def test_server_skips_requests_whose_caller_gave_up(broker: anyqueue.Broker) -> 
 def test_worker_run_stops_on_sigterm(tmp_path: object) -> None:
     script = textwrap.dedent(
         """
-        import anyqueue, sys
+        import signal, threading, time
+        import anyqueue
         broker = anyqueue.connect()
         worker = broker.consume("t", lambda m: None, group="g")
-        print("ready", flush=True)
+
+        def announce_once_run_handles_sigterm():
+            while signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                time.sleep(0.01)
+            print("ready", flush=True)
+
+        threading.Thread(target=announce_once_run_handles_sigterm, daemon=True).start()
         worker.run()
         print("stopped", flush=True)
         broker.close()
