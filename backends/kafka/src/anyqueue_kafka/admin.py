@@ -48,6 +48,20 @@ _NOT_YET_VISIBLE = frozenset(
         KafkaError._UNKNOWN_TOPIC,
     }
 )
+#: errors worth another attempt: a just-created topic not visible everywhere yet, or a broker
+#: connection that is (re)establishing
+_TRANSIENT = _NOT_YET_VISIBLE | frozenset(
+    {
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    }
+)
 _ALREADY_EXISTS = KafkaError.TOPIC_ALREADY_EXISTS
 _NO_RIGHT_TO_CREATE = frozenset(
     {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
@@ -169,9 +183,11 @@ class Cluster:
         return {(tp.topic, tp.partition): tp.offset for tp in result[group].topic_partitions}
 
     def _retrying(self, send: Any) -> dict[Any, Any]:
-        """Send an admin request and wait for all of its futures; retry while a just-created
-        topic is not yet visible to every broker."""
-        deadline = time.monotonic() + self.timeout
+        """Send an admin request and wait for all of its futures. Retry while a just-created
+        topic is not yet visible to every broker or a connection is being re-established, for
+        up to twice the timeout (so that one attempt lost in a broken connection, which takes
+        the whole timeout to fail, still gets another)."""
+        deadline = time.monotonic() + 2 * self.timeout
         while True:
             futures = send()
             try:
@@ -179,9 +195,12 @@ class Cluster:
                     key: future.result(timeout=self.timeout + 1) for key, future in futures.items()
                 }
             except KafkaException as err:
-                if error_code(err) not in _NOT_YET_VISIBLE or time.monotonic() > deadline:
+                if error_code(err) not in _TRANSIENT or time.monotonic() > deadline:
                     raise
-            time.sleep(0.05)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
     def close(self) -> None:
         self._admin.poll(0)

@@ -157,6 +157,13 @@ class KafkaSubscription(SubscriptionDriver):
         self._commit_interval = driver.options.commit_interval
         self._grace = driver.options.rebalance_grace
         self._consumer = Consumer(config)
+        # delivery marks: offsets of a member-less group, committed and read through the
+        # consumer protocol (the admin client's requests can crash the process when a
+        # connection dies under them: librdkafka asserts in rd_kafka_enq_once_del_source)
+        self._marks: Consumer | None = None
+        if group is not None:
+            marks_config = {k: v for k, v in config.items() if k != "on_commit"}
+            self._marks = Consumer({**marks_config, "group.id": group.marks_group_id})
         try:
             if group is not None:
                 self._consumer.subscribe(
@@ -172,6 +179,8 @@ class KafkaSubscription(SubscriptionDriver):
                 self._consumer.assign(assignment)
         except BaseException:
             self._consumer.close()
+            if self._marks is not None:
+                self._marks.close()
             raise
         self._poll_lock = threading.Lock()  # one thread at a time polls the consumer
         self._last_poll = 0.0
@@ -304,6 +313,8 @@ class KafkaSubscription(SubscriptionDriver):
                 if self._group is not None:
                     self._give_back(list(self._tracks), wait=False)
                 self._consumer.close()
+                if self._marks is not None:
+                    self._marks.close()
         except KafkaException as err:
             log.warning("anyqueue: closing the Kafka consumer of %r: %s", self._topic, err)
         finally:
@@ -487,26 +498,35 @@ class KafkaSubscription(SubscriptionDriver):
     def _mark(self, marks: dict[PartitionKey, int], tracks: Any) -> None:
         """Record delivery marks (offsets below which messages were handed out) before the
         messages are: if this member dies, the next owner counts them as redelivered."""
-        if not marks or self._group is None:
+        if not marks or self._marks is None:
             return
+        offsets = [
+            TopicPartition(topic, partition, mark) for (topic, partition), mark in marks.items()
+        ]
         try:
-            self._driver.cluster.set_offsets(self._group.marks_group_id, marks)
-        except Exception as err:
+            self._marks.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as err:
             log.warning("anyqueue: recording delivery marks of %r failed: %s", self._topic, err)
             return
+        finally:
+            self._marks.poll(0)  # serve its log and error callbacks
         for track in tracks:
             if track.key in marks:
                 track.marked = marks[track.key]
 
     # -- rebalances (called inside poll(), on the polling thread) ---------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        assert self._group is not None
+        assert self._marks is not None
         keys = [(tp.topic, tp.partition) for tp in partitions]
         inherited: dict[PartitionKey, int] = {}
         try:
-            inherited = self._driver.cluster.offsets(self._group.marks_group_id, keys)
-        except Exception as err:
+            wanted = [TopicPartition(topic, partition) for topic, partition in keys]
+            found = self._marks.committed(wanted, timeout=self._driver.options.timeout)
+            inherited = {(tp.topic, tp.partition): tp.offset for tp in found}
+        except KafkaException as err:
             log.warning("anyqueue: reading delivery marks of %r failed: %s", self._topic, err)
+        finally:
+            self._marks.poll(0)
         with self._changed:
             for key in keys:
                 self._tracks[key] = _Track(key, max(inherited.get(key, NO_OFFSET), 0))

@@ -66,8 +66,9 @@ def _wait_for_port(port: int, timeout: float) -> None:
 
 
 class CuttableProxy:
-    """Forwards loopback TCP connections to `target_port`; `cut()` closes all of them and
-    refuses new ones for a while, as a broken network would."""
+    """Forwards loopback TCP connections to `target_port`; `cut()` drops all of them and, for a
+    while, answers nothing: new connections are held silently (a network partition, not a
+    refusing server), then dropped when the cut ends."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -76,6 +77,7 @@ class CuttableProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._refuse_until = 0.0
+        self._held: list[socket.socket] = []  # connections made during a cut
         self._stopped = False
         self._acceptor = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
         self._acceptor.start()
@@ -87,7 +89,8 @@ class CuttableProxy:
             except OSError:
                 return
             if time.monotonic() < self._refuse_until:
-                client.close()
+                with self._lock:
+                    self._held.append(client)
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
@@ -122,18 +125,21 @@ class CuttableProxy:
             sock.close()
 
     def cut(self, seconds: float) -> None:
-        """Drop every connection now and refuse new ones for `seconds` (blocks that long)."""
+        """Drop every connection now and answer nothing for `seconds` (blocks that long)."""
         self._refuse_until = time.monotonic() + seconds
         with self._lock:
             current = list(self._sockets)
         self._close_pair(*current)
         time.sleep(seconds)
+        with self._lock:
+            held, self._held = self._held, []
+        self._close_pair(*held)
 
     def close(self) -> None:
         self._stopped = True
         self._listener.close()
         with self._lock:
-            current = list(self._sockets)
+            current = list(self._sockets) + self._held
         self._close_pair(*current)
 
 
