@@ -45,8 +45,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def sqs_server() -> Iterator[object]:
+    """One moto server in server mode, SQS and SNS (anyqueue_sqs.testing.MotoSQS)."""
+    from anyqueue_sqs.testing import MotoSQS
+
+    with MotoSQS() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(sqs_server: object) -> str:
+    """The moto server's HTTP endpoint (for sqs:// URLs with options of a test's own)."""
+    return str(sqs_server.endpoint)  # type: ignore[attr-defined]
+
+
 #: backend name -> the session fixture whose `.url` reaches it
-SERVER_FIXTURES = {"rabbitmq": "rabbitmq_node", "redis": "redis_server"}
+SERVER_FIXTURES = {"rabbitmq": "rabbitmq_node", "redis": "redis_server", "sqs": "sqs_server"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .errors import Closed, ConfigError, NotSupported
+from .errors import Closed, ConfigError, Error, NotSupported
 from .message import Message
 
 if TYPE_CHECKING:
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
 
     from .broker import Broker
     from .driver import SubscriptionDriver
+
+log = logging.getLogger("anyqueue")
+
+#: longest a batched ack waits for its batch to fill before it is sent anyway (seconds)
+ACK_FLUSH_DELAY = 0.2
 
 #: longest single wait inside a driver's receive, so close() and stop() are noticed promptly
 MAX_DRIVER_WAIT = 1.0
@@ -59,6 +65,7 @@ class Subscription:
         self._waiting = 0  # threads waiting on _changed: settling notifies only if any (hot path)
         self._ack_batch = max(1, driver.ack_batch_size)
         self._pending_acks: list[Message] = []
+        self._ack_timer: threading.Timer | None = None
 
     # -- receiving ---------------------------------------------------------------------------
     def receive(self, timeout: float | None = None) -> Message | None:
@@ -147,6 +154,12 @@ class Subscription:
             if ack and self._ack_batch > 1:
                 self._pending_acks.append(message)
                 if len(self._pending_acks) < self._ack_batch:
+                    if self._ack_timer is None:
+                        # a batch that does not fill is sent anyway, soon: an idle subscriber's
+                        # acks must not wait for a visibility timeout to redeliver them
+                        self._ack_timer = threading.Timer(ACK_FLUSH_DELAY, self._flush_acks_later)
+                        self._ack_timer.daemon = True
+                        self._ack_timer.start()
                     return
         if ack:
             if self._ack_batch > 1:
@@ -214,8 +227,18 @@ class Subscription:
     def _flush_acks(self) -> None:
         with self._lock:
             batch, self._pending_acks = self._pending_acks, []
+            timer, self._ack_timer = self._ack_timer, None
+        if timer is not None:
+            timer.cancel()
         if batch:
             self._broker._call(self._driver.ack, batch)
+
+    def _flush_acks_later(self) -> None:
+        try:
+            self._flush_acks()
+        except Error as err:
+            # unsent acks mean redelivery, never loss; the next flush tries the rest
+            log.warning("anyqueue: sending batched acks failed: %s", err)
 
     def _extend_all(self, messages: list[Message], seconds: float) -> None:
         self._broker._call(self._driver.extend, messages, seconds)
@@ -245,16 +268,10 @@ class Subscription:
             self._buffer.clear()
             self._changed.notify_all()
         try:
-            self._flush_pending_on_close()
+            self._flush_acks()  # acked messages must not come back because a batch waited
         finally:
             self._broker._call(self._driver.close)
             self._broker._forget(self)
-
-    def _flush_pending_on_close(self) -> None:
-        # acked messages must not come back just because the ack was still batched
-        batch, self._pending_acks = self._pending_acks, []
-        if batch:
-            self._broker._call(self._driver.ack, batch)
 
     @property
     def closed(self) -> bool:

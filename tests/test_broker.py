@@ -201,3 +201,39 @@ def test_exported_members_are_complete_and_sorted() -> None:
     public |= {"backends", "connect", "__version__"}
     assert set(anyqueue.__all__) == public
     assert anyqueue.__all__ == sorted(anyqueue.__all__)
+
+
+class _BatchingDriver(MemoryDriver):
+    """memory:// whose subscriptions batch acks by ten, recording each ack call."""
+
+    ack_calls: list[int]
+
+    def subscribe(self, topic, group, *, prefetch, ack_timeout):  # type: ignore[no-untyped-def]
+        inner = super().subscribe(topic, group, prefetch=prefetch, ack_timeout=ack_timeout)
+        inner.ack_batch_size = 10  # type: ignore[misc]
+        calls = self.ack_calls = []
+        send = inner.ack
+
+        def ack(messages: Sequence[anyqueue.Message]) -> None:
+            calls.append(len(messages))
+            send(messages)
+
+        inner.ack = ack  # type: ignore[method-assign]
+        return inner
+
+
+def test_a_batched_ack_is_sent_soon_even_if_the_subscriber_goes_idle() -> None:
+    url = BrokerURL.parse(f"memory://{uuid.uuid4().hex}")
+    driver = _BatchingDriver(url, MemoryOptions())
+    broker = anyqueue.Broker(registry.for_scheme("memory"), driver, url, [])
+    broker.declare("t", "g")
+    broker.publish("t", b"x")
+    with broker.subscribe("t", "g") as sub:
+        message = sub.receive(timeout=2)
+        assert message is not None
+        message.ack()  # one ack of a batch of ten, and no further receive() or close()
+        deadline = time.monotonic() + 5
+        while not driver.ack_calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert driver.ack_calls == [1]
+    broker.close()
