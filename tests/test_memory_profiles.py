@@ -15,6 +15,10 @@ import uuid
 from collections import Counter
 
 import pytest
+
+import anyqueue
+from anyqueue.capabilities import Capabilities
+from anyqueue.memory.profiles import PROFILES
 from anyqueue_conformance import CAPABILITIES, ConformanceSuite, Harness
 from anyqueue_conformance.matrix import UNCLAIMED, VERIFIED, CaseResult, Matrix
 from anyqueue_conformance.plugin import _RESULTS  # the suite's record of this session's cases
@@ -22,10 +26,6 @@ from anyqueue_kafka.plugin import CAPABILITIES as KAFKA
 from anyqueue_rabbitmq.plugin import CAPABILITIES as RABBITMQ
 from anyqueue_redis.plugin import CAPABILITIES as REDIS
 from anyqueue_sqs.plugin import capabilities_for as sqs_capabilities
-
-import anyqueue
-from anyqueue.capabilities import Capabilities
-from anyqueue.memory.profiles import PROFILES
 
 #: what each profile imitates: the real backend's declared capabilities (default options)
 REAL: dict[str, Capabilities] = {
@@ -315,9 +315,8 @@ def test_where_a_nacked_message_goes(
 
 
 def test_rabbitmq_delays_round_up_like_the_real_backend() -> None:
-    from anyqueue_rabbitmq.topology import delay_bucket_ms
-
     from anyqueue.memory.profiles import rabbitmq_delay
+    from anyqueue_rabbitmq.topology import delay_bucket_ms
 
     for seconds in (0.0004, 0.001, 0.015, 0.1, 0.101, 1.234, 59.99, 3600.5, 5e6):
         assert rabbitmq_delay(seconds) == delay_bucket_ms(seconds) / 1000, seconds

@@ -24,7 +24,7 @@ PLACEHOLDER = re.compile(r"<!-- conformance-matrix: ([a-z0-9_-]+) -->")
 def _table(name: str) -> str:
     if not REPORT.exists():
         return (
-            "!!! note \"Matrix not generated in this build\"\n"
+            '!!! note "Matrix not generated in this build"\n'
             "    Run `./scripts/test-all` first: it writes `build/conformance.json` from a real\n"
             "    run of the conformance suite against every backend, which this page shows.\n"
         )
@@ -35,7 +35,9 @@ def _table(name: str) -> str:
         matrix = Matrix(kept, CAPABILITIES)
     if not matrix.results:
         return f"*No conformance results for `{name}` in `{REPORT}`.*\n"
-    return matrix.markdown() + "\n\n*Generated from the conformance run in `" + str(REPORT) + "`.*\n"
+    return (
+        matrix.markdown() + "\n\n*Generated from the conformance run in `" + str(REPORT) + "`.*\n"
+    )
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:

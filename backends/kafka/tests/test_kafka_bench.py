@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from anyqueue.bench import FIGURES
 from anyqueue_kafka.bench import baseline
 from anyqueue_kafka.testing import TansuServer
-
-from anyqueue.bench import FIGURES
 
 
 def test_baseline_measures_every_figure(tansu: TansuServer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from anyqueue_conformance import ConformanceSuite
 from anyqueue_kafka.testing import KafkaHarness, TansuServer
 

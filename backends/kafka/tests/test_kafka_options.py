@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from anyqueue_kafka import naming
-from anyqueue_kafka.driver import KafkaDriver, KafkaOptions, librdkafka_settings
-from anyqueue_kafka.testing import free_port
 
 import anyqueue
 from anyqueue.config import BrokerURL, parse_options
+from anyqueue_kafka import naming
+from anyqueue_kafka.driver import KafkaDriver, KafkaOptions, librdkafka_settings
+from anyqueue_kafka.testing import free_port
 
 KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 

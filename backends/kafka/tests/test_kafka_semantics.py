@@ -8,13 +8,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from anyqueue_conformance.suite import ODD_HEADERS
-from anyqueue_kafka import naming
-from anyqueue_kafka.testing import TansuServer
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 import anyqueue
+from anyqueue_conformance.suite import ODD_HEADERS
+from anyqueue_kafka import naming
+from anyqueue_kafka.testing import TansuServer
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from anyqueue_kafka import wire
 from confluent_kafka import Message as Record
 
 from anyqueue.message import Message
+from anyqueue_kafka import wire
 
 
 def as_record(message: Message, headers: wire.Headers, topic: str = "orders") -> Record:

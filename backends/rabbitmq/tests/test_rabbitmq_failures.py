@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from anyqueue_rabbitmq.testing import RabbitNode
 
 import anyqueue
+from anyqueue_rabbitmq.testing import RabbitNode
 
 
 def unique(name: str = "t") -> str:

@@ -9,10 +9,10 @@ import uuid
 
 import pika
 import pytest
-from anyqueue_rabbitmq.testing import RabbitNode
-from anyqueue_rabbitmq.topology import group_queue
 
 import anyqueue
+from anyqueue_rabbitmq.testing import RabbitNode
+from anyqueue_rabbitmq.topology import group_queue
 
 
 def unique(name: str = "t") -> str:

@@ -6,6 +6,10 @@ from __future__ import annotations
 import ssl
 
 import pytest
+
+import anyqueue
+from anyqueue.config import BrokerURL, parse_options
+from anyqueue.names import matches
 from anyqueue_rabbitmq.driver import RabbitOptions, connection_parameters
 from anyqueue_rabbitmq.topology import (
     DELIVERIES_HEADER,
@@ -18,10 +22,6 @@ from anyqueue_rabbitmq.topology import (
     group_queue,
     user_headers,
 )
-
-import anyqueue
-from anyqueue.config import BrokerURL, parse_options
-from anyqueue.names import matches
 
 
 def test_group_queues_never_collide_and_fit_amqp() -> None:

@@ -10,9 +10,9 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from anyqueue_rabbitmq.testing import RabbitNode
 
 import anyqueue
+from anyqueue_rabbitmq.testing import RabbitNode
 
 
 @pytest.fixture(params=["memory", "amqp"])

@@ -1,6 +1,7 @@
 """Fixtures for the Redis backend's tests: real redis-server processes on free loopback ports.
 
-The tests use the session server of the root conftest.py, and start their own servers (AOF with `appendfsync always`, so the backend claims
+The tests use the session server of the root conftest.py, and start their own servers
+(AOF with `appendfsync always`, so the backend claims
 `durable`) in temporary directories and stop them afterwards. Set ANYQUEUE_REDIS_SERVER to use
 another redis-server binary.
 """
@@ -12,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from anyqueue_redis.testing import RedisServer
 
 # `redis_server`, the session's shared server, comes from the repository's root conftest.py
+
 
 @pytest.fixture
 def prefix() -> str:

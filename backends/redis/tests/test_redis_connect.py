@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from anyqueue_redis.bench import baseline
-from anyqueue_redis.testing import RedisServer, free_port, kill_connections
 
 import anyqueue
+from anyqueue_redis.bench import baseline
+from anyqueue_redis.testing import RedisServer, free_port, kill_connections
 
 
 def test_unknown_and_ill_typed_options_are_refused(redis_server: RedisServer) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from anyqueue_redis.keys import GROUP_SUFFIXES, Layout, check_prefix, escape
 from redis.crc import key_slot
 
 import anyqueue
+from anyqueue_redis.keys import GROUP_SUFFIXES, Layout, check_prefix, escape
 
 
 def test_separators_in_names_never_make_two_groups_share_a_key() -> None:

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from anyqueue_redis import scripts
-from anyqueue_redis.keys import Layout
-from anyqueue_redis.testing import RedisServer
 
 import anyqueue
 from anyqueue.names import matches
+from anyqueue_redis import scripts
+from anyqueue_redis.keys import Layout
+from anyqueue_redis.testing import RedisServer
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from anyqueue_redis.keys import Layout
-from anyqueue_redis.testing import RedisServer
 
 import anyqueue
+from anyqueue_redis.keys import Layout
+from anyqueue_redis.testing import RedisServer
 
 #: a consumer process that takes a message (or binds an ephemeral group) and dies on the spot,
 #: without closing anything

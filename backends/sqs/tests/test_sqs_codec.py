@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from anyqueue_sqs import codec
-from anyqueue_sqs.plugin import MAX_BODY_BYTES
 
 import anyqueue
+from anyqueue_sqs import codec
+from anyqueue_sqs.plugin import MAX_BODY_BYTES
 
 
 def through_sqs(message: anyqueue.Message) -> tuple[anyqueue.Message, dict[str, Any]]:

@@ -8,6 +8,7 @@ vanishes gets its messages back only when their visibility timeout runs out.
 from __future__ import annotations
 
 import pytest
+
 from anyqueue_conformance import ConformanceSuite
 from anyqueue_sqs.testing import SQSHarness, sqs_url
 

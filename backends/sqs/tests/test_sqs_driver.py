@@ -13,11 +13,11 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
+
+import anyqueue
 from anyqueue_sqs.driver import SQSDriver, whole_seconds
 from anyqueue_sqs.plugin import MAX_BODY_BYTES
 from anyqueue_sqs.testing import MOTO_KEY_ID, MOTO_SECRET_KEY, sqs_url
-
-import anyqueue
 
 
 @pytest.fixture

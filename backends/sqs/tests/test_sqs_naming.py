@@ -7,6 +7,7 @@ import itertools
 import re
 
 import pytest
+
 from anyqueue_sqs import naming
 
 SQS_QUEUE = re.compile(r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo")

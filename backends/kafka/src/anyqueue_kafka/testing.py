@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anyqueue_conformance.harness import Harness, Unverifiable
-
 import anyqueue
+from anyqueue_conformance.harness import Harness, Unverifiable
 
 #: options that suit Tansu: its group joins take about half the session timeout, and a
 #: waiting fetch is not woken early by new data

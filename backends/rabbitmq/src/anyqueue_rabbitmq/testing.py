@@ -25,9 +25,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from anyqueue_conformance import Harness, Unverifiable
-
 import anyqueue
+from anyqueue_conformance import Harness, Unverifiable
 
 #: where Debian keeps the scripts that run as the calling user (/usr/sbin wraps them in `su`)
 DEBIAN_SCRIPTS = Path("/usr/lib/rabbitmq/bin")

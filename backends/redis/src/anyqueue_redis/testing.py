@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from anyqueue_conformance import Harness, Unverifiable
 
 import anyqueue
 from anyqueue.config import BrokerURL, parse_options
+from anyqueue_conformance import Harness, Unverifiable
 
 from .connection import plain_client
 

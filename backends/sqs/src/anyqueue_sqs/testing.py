@@ -20,9 +20,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from anyqueue_conformance.harness import Harness, Unverifiable
-
 import anyqueue
+from anyqueue_conformance.harness import Harness, Unverifiable
 
 #: dummy credentials for moto, which accepts any
 MOTO_KEY_ID = "testing"
