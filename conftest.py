@@ -60,8 +60,23 @@ def moto_endpoint(sqs_server: object) -> str:
     return str(sqs_server.endpoint)  # type: ignore[attr-defined]
 
 
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[object]:
+    """A Kafka-protocol broker (Tansu, memory storage) behind a cuttable proxy
+    (anyqueue_kafka.testing.TansuServer)."""
+    from anyqueue_kafka.testing import TansuServer
+
+    with TansuServer() as server:
+        yield server
+
+
 #: backend name -> the session fixture whose `.url` reaches it
-SERVER_FIXTURES = {"rabbitmq": "rabbitmq_node", "redis": "redis_server", "sqs": "sqs_server"}
+SERVER_FIXTURES = {
+    "rabbitmq": "rabbitmq_node",
+    "redis": "redis_server",
+    "sqs": "sqs_server",
+    "kafka": "tansu",
+}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -79,6 +94,7 @@ def backend_url(request: pytest.FixtureRequest) -> Callable[[str], str]:
         if name == "memory":
             return "memory://shared"
         server = request.getfixturevalue(SERVER_FIXTURES[name])
-        return str(server.url)
+        address = server.url  # a property, or a method taking options (Tansu)
+        return str(address() if callable(address) else address)
 
     return url
