@@ -54,6 +54,9 @@ def main(url: str | None) -> int:
 
     with anyqueue.connect(url) as broker:
         print(f"connected to {broker.url} ({broker.backend})")
+        # with per-key ordering (Kafka partitions) one member works through a partition in
+        # order, so a light task behind the heavy one in its partition waits: no fair dispatch
+        fair_dispatch = broker.capabilities.ordering != "per_key"
         broker.declare(topic, group="workers")
         sent = {}
         for task in TASKS:
@@ -71,7 +74,7 @@ def main(url: str | None) -> int:
     if sorted(done_ids) != sorted(sent):
         problems.append(f"{len(sent)} tasks sent, {len(done_ids)} done: {sorted(done_ids)}")
     tasks_in_order = [task for _, _, task in finished]
-    if tasks_in_order and tasks_in_order[-1] != TASKS[0]:
+    if fair_dispatch and tasks_in_order and tasks_in_order[-1] != TASKS[0]:
         problems.append(f"a light task waited for the heavy one: finishing order {tasks_in_order}")
     share = Counter(name for name, _, _ in finished)
     print("tasks per worker:", ", ".join(f"{name} {n}" for name, n in sorted(share.items())))
