@@ -143,6 +143,40 @@ class Message:
         self._subscription: Subscription | None = None
         self._settled = False
 
+    @classmethod
+    def delivered(
+        cls,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: dict[str, str],
+        id: str,
+        content_type: str,
+        correlation_id: str | None,
+        reply_to: str | None,
+        topic: str,
+        delivery_count: int,
+        receipt: Any,
+    ) -> Message:
+        """A received message, as a driver builds it from what its broker returned: the body
+        is bytes and the headers a fresh dict of str already, so the checks `__init__` makes
+        on user input are skipped (the hot path of every receive)."""
+        message = cls.__new__(cls)
+        message.body = body
+        message.content_type = content_type
+        message.key = key
+        message.headers = headers
+        message.id = id
+        message.correlation_id = correlation_id
+        message.reply_to = reply_to
+        message.topic = topic
+        message.delivery_count = delivery_count
+        message.redelivered = delivery_count > 1
+        message.receipt = receipt
+        message._subscription = None
+        message._settled = False
+        return message
+
     def _delivered_copy(self, delivery_count: int, receipt: Any) -> Message:
         """This stored message as handed out once more: a copy with its own headers dict, the
         delivery's count and receipt, not settled. For in-process backends (memory://), whose

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .errors import Closed, ConfigError, Error, NotSupported
@@ -81,26 +81,44 @@ class Subscription:
                 message = self._buffer.popleft()
                 message._subscription = self
                 return message
+        batch = self._take(1, timeout)
+        return batch[0] if batch else None
+
+    def receive_batch(
+        self, max_messages: int | None = None, timeout: float | None = None
+    ) -> list[Message]:
+        """Up to `max_messages` messages (default and ceiling: what `prefetch` leaves room for)
+        as soon as at least one is there; [] when `timeout` seconds pass or the subscription
+        closes meanwhile. Settle them one by one or all at once with `ack(messages)`: a batch
+        costs one lock round and one broker call instead of one per message."""
+        if max_messages is not None and max_messages < 1:
+            raise ConfigError(f"max_messages must be at least 1, not {max_messages}")
+        if self._closed:
+            raise Closed(f"subscription to {self.topic!r} is closed")
+        if self._pending_acks:
+            self._flush_acks()
+        return self._take(max_messages or self.prefetch, timeout)
+
+    def _take(self, wanted: int, timeout: float | None) -> list[Message]:
+        """Hand out up to `wanted` messages (within the prefetch room), fetching from the driver
+        when the buffer is empty; [] on timeout, close or drain."""
         deadline = None if timeout is None else time.monotonic() + timeout
         fetched = False
         while True:
             with self._lock:
                 while True:
                     if self._closed or self._draining:
-                        return None
+                        return []
                     if self._buffer:
-                        self._held += 1
-                        message = self._buffer.popleft()
-                        message._subscription = self
-                        return message
+                        return self._hand_out(wanted)
                     remaining = None if deadline is None else deadline - time.monotonic()
                     expired = remaining is not None and remaining <= 0
                     if expired and fetched:
-                        return None
+                        return []
                     if self._held < self.prefetch and not self._fetching:
                         break
                     if expired:
-                        return None
+                        return []
                     self._waiting += 1
                     try:
                         self._changed.wait(remaining)
@@ -124,6 +142,18 @@ class Subscription:
                     self._buffer.extend(batch)
                     self._changed.notify_all()
             fetched = True
+
+    def _hand_out(self, wanted: int) -> list[Message]:
+        """Take up to `wanted` buffered messages, never more than prefetch allows (lock held;
+        the buffer is not empty). The buffer never holds more than the prefetch room it was
+        fetched for, so at least one message fits."""
+        buffer = self._buffer
+        count = min(wanted, len(buffer), max(1, self.prefetch - self._held))
+        taken = [buffer.popleft() for _ in range(count)]
+        for message in taken:
+            message._subscription = self
+        self._held += count
+        return taken
 
     def __iter__(self) -> Iterator[Message]:
         """Messages until the subscription is closed (a closed one yields nothing)."""
@@ -154,12 +184,7 @@ class Subscription:
             if ack and self._ack_batch > 1:
                 self._pending_acks.append(message)
                 if len(self._pending_acks) < self._ack_batch:
-                    if self._ack_timer is None:
-                        # a batch that does not fill is sent anyway, soon: an idle subscriber's
-                        # acks must not wait for a visibility timeout to redeliver them
-                        self._ack_timer = threading.Timer(ACK_FLUSH_DELAY, self._flush_acks_later)
-                        self._ack_timer.daemon = True
-                        self._ack_timer.start()
+                    self._start_ack_timer()
                     return
         if ack:
             if self._ack_batch > 1:
@@ -170,6 +195,41 @@ class Subscription:
             self._broker._call(self._driver.nack, (message,), delay)
         else:
             self._dead_letter(message, reason="rejected", error=None)
+
+    def ack(self, messages: Iterable[Message]) -> None:
+        """Ack many messages of this subscription at once (e.g. a `receive_batch`): one lock
+        round and one broker call. Messages already settled, or from another subscription,
+        are skipped, as `Message.ack()` would skip them."""
+        batch = []
+        with self._lock:
+            if self._closed:
+                return
+            for message in messages:
+                if message._subscription is self and not message._settled:
+                    message._settled = True
+                    batch.append(message)
+            if not batch:
+                return
+            self._held -= len(batch)
+            if self._waiting:
+                self._changed.notify_all()
+            if self._ack_batch > 1:
+                self._pending_acks.extend(batch)
+                if len(self._pending_acks) < self._ack_batch:
+                    self._start_ack_timer()
+                    return
+        if self._ack_batch > 1:
+            self._flush_acks()
+        else:
+            self._broker._call(self._driver.ack, batch)
+
+    def _start_ack_timer(self) -> None:
+        """A batch that does not fill is sent anyway, soon: an idle subscriber's acks must not
+        wait for a visibility timeout to redeliver them (lock held)."""
+        if self._ack_timer is None:
+            self._ack_timer = threading.Timer(ACK_FLUSH_DELAY, self._flush_acks_later)
+            self._ack_timer.daemon = True
+            self._ack_timer.start()
 
     def _check_nack(self, requeue: bool, delay: float | None) -> None:
         caps = self._broker.capabilities

@@ -480,6 +480,37 @@ class ConformanceSuite:
         with broker.subscribe(topic, "g") as sub:
             assert sub.receive(timeout=harness.seconds(2)) is None
 
+    @verifies("ack")
+    def test_batch_receive_and_ack(
+        self, broker: anyqueue.Broker, harness: Harness, names: Names
+    ) -> None:
+        topic = names()
+        broker.declare(topic, "g")
+        sent = set(broker.publish_batch(topic, [f"m{n}".encode() for n in range(25)]))
+        got: list[str] = []
+        with broker.subscribe(topic, "g", prefetch=10) as sub:
+            small = sub.receive_batch(3, timeout=harness.seconds(10))
+            assert 1 <= len(small) <= 3, f"receive_batch(3) gave {len(small)}"
+            got += [m.id for m in small]
+            held = list(small)
+            deadline = time.monotonic() + harness.seconds(30)
+            while len(got) < len(sent) and time.monotonic() < deadline:
+                batch = sub.receive_batch(timeout=harness.seconds(2))
+                assert len(held) + len(batch) <= 10, "a batch went past prefetch"
+                got += [m.id for m in batch]
+                held += batch
+                if len(held) == 10:
+                    assert sub.receive_batch(timeout=harness.seconds(0.5)) == [], (
+                        "prefetch=10 must hold back while 10 are unsettled"
+                    )
+                held[0].ack()  # one by one and all at once mix
+                sub.ack(held)
+                sub.ack(held)  # settling twice does nothing
+                held = []
+        assert sorted(got) == sorted(sent), "every message once"
+        with broker.subscribe(topic, "g") as sub:
+            assert sub.receive_batch(timeout=harness.seconds(2)) == [], "acked messages came back"
+
     @verifies("nack")
     def test_nack_requeues(self, broker: anyqueue.Broker, harness: Harness, names: Names) -> None:
         topic = names()

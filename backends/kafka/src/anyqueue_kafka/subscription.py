@@ -238,10 +238,16 @@ class KafkaSubscription(SubscriptionDriver):
                 with self._changed:
                     if not (self._ready or self._closed):
                         self._changed.wait(min(remaining, POLL_SLICE))
-        return [
-            payload if type(payload) is Message else _decode(payload, track, offset)
-            for track, offset, _, payload in items
-        ]
+        messages = []
+        decode = wire.decode
+        for track, offset, _, payload in items:
+            if type(payload) is not Message:  # a raw record: decoded here, off the poll path
+                payload = decode(payload, (track, offset))
+                if offset < track.inherited:  # a previous owner handed it out already
+                    payload.delivery_count += 1
+                    payload.redelivered = True
+            messages.append(payload)
+        return messages
 
     def ack(self, messages: Sequence[Message]) -> None:
         with self._lock:
@@ -372,13 +378,17 @@ class KafkaSubscription(SubscriptionDriver):
         tracks = self._tracks
         retry_topic = self._group.retry_topic if self._group is not None else None
         now = time.time()
+        last_key: PartitionKey | None = None
+        track: _Track | None = None
         for record in records:
             error = record.error()
             if error is not None:
                 self._record_error(error)
                 continue
             topic = record.topic()
-            track = tracks.get((topic, record.partition()))
+            key = (topic, record.partition())
+            if key != last_key:  # records come in runs of one partition
+                last_key, track = key, tracks.get(key)
             if track is None or not track.live:
                 continue  # fetched just before its partition was revoked
             offset = record.offset()
@@ -400,10 +410,10 @@ class KafkaSubscription(SubscriptionDriver):
             )
         with self._changed:
             if self._group is not None:
-                for track, offset, _, _ in items:
-                    track.unsettled.add(offset)
-                for _, (track, offset, _, _) in waiting:
-                    track.unsettled.add(offset)
+                for item in items:
+                    item[0].unsettled.add(item[1])
+                for _, item in waiting:
+                    item[0].unsettled.add(item[1])
                 for track, end in reached.items():
                     track.end = end
             for not_before, item in waiting:

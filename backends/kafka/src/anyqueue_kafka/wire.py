@@ -91,7 +91,7 @@ def decode(record: Any, receipt: Any) -> Message:
                 headers[name] = value
     key = record.key()
     value = record.value()
-    return Message(
+    return Message.delivered(
         b"" if value is None else value,
         key=None if key is None else key.decode("utf-8", "replace"),
         headers=headers,
@@ -101,7 +101,6 @@ def decode(record: Any, receipt: Any) -> Message:
         reply_to=reply_to,
         topic=origin or record.topic(),
         delivery_count=attempt,
-        redelivered=attempt > 1,
         receipt=receipt,
     )
 
