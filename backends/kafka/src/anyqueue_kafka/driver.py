@@ -419,13 +419,15 @@ class KafkaDriver(Driver):
                 subscription.close()
             except Exception as err:
                 log.warning("anyqueue: closing %r: %s", subscription, err)
+        # the deliveries thread stops first: from here on flush() serves the delivery reports,
+        # so each publish's counter keeps its single writer (see _Deliveries)
+        self._closing.set()
+        self._deliveries.join()
         try:
             remaining = self._producer.flush(self.options.publish_timeout)
             if remaining:
                 log.warning("anyqueue: %d messages were still unconfirmed at close", remaining)
         finally:
-            self._closing.set()
-            self._deliveries.join()
             self.cluster.close()
 
     def classify_error(self, error: BaseException) -> type[Error]:
@@ -440,34 +442,35 @@ class KafkaDriver(Driver):
 
 
 class _Deliveries:
-    """Counts the delivery reports of one publish call (served by the deliveries thread)."""
+    """Counts the delivery reports of one publish call.
 
-    __slots__ = ("_done", "_lock", "_outstanding", "_sealed", "error")
+    Lock-free on the hot path: only the deliveries thread (the one that polls the producer)
+    calls `delivered`, and only the publishing thread calls `produced` and `seal`, so each
+    counter has one writer; whichever side sees the other's last step sets `_done`."""
+
+    __slots__ = ("_delivered", "_done", "_produced", "_sealed", "error")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._done = threading.Event()
-        self._outstanding = 0
+        self._produced = 0
+        self._delivered = 0
         self._sealed = False
         self.error: KafkaError | None = None
 
     def produced(self) -> None:
-        with self._lock:
-            self._outstanding += 1
+        self._produced += 1
 
     def delivered(self, error: KafkaError | None, _record: Any) -> None:
-        with self._lock:
-            self._outstanding -= 1
-            if error is not None and self.error is None:
-                self.error = error
-            if self._sealed and self._outstanding == 0:
-                self._done.set()
+        if error is not None and self.error is None:
+            self.error = error
+        self._delivered += 1
+        if self._sealed and self._delivered == self._produced:
+            self._done.set()
 
     def seal(self) -> None:
-        with self._lock:
-            self._sealed = True
-            if self._outstanding == 0:
-                self._done.set()
+        self._sealed = True
+        if self._delivered == self._produced:
+            self._done.set()
 
     def wait_a_little(self) -> bool:
         """Wait briefly for deliveries to free the client's queue; True if one failed."""
