@@ -179,23 +179,20 @@ class Message:
 
     def _delivered_copy(self, delivery_count: int, receipt: Any) -> Message:
         """This stored message as handed out once more: a copy with its own headers dict, the
-        delivery's count and receipt, not settled. For in-process backends (memory://), whose
-        every delivery is a copy: it skips the checks `__init__` already made (hot path)."""
-        copy = Message.__new__(Message)
-        copy.body = self.body
-        copy.content_type = self.content_type
-        copy.key = self.key
-        copy.headers = dict(self.headers) if self.headers else {}
-        copy.id = self.id
-        copy.correlation_id = self.correlation_id
-        copy.reply_to = self.reply_to
-        copy.topic = self.topic
-        copy.delivery_count = delivery_count
-        copy.redelivered = delivery_count > 1
-        copy.receipt = receipt
-        copy._subscription = None
-        copy._settled = False
-        return copy
+        delivery's count and receipt, not settled (in-process backends such as memory://,
+        whose every delivery is a copy)."""
+        return Message.delivered(
+            self.body,
+            key=self.key,
+            headers=dict(self.headers) if self.headers else {},
+            id=self.id,
+            content_type=self.content_type,
+            correlation_id=self.correlation_id,
+            reply_to=self.reply_to,
+            topic=self.topic,
+            delivery_count=delivery_count,
+            receipt=receipt,
+        )
 
     @property
     def text(self) -> str:
