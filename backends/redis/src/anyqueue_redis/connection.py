@@ -262,6 +262,10 @@ class ScriptCall:
         self._head_count = len(head)
         self._head = b"".join(map(_bulk, head))
 
+    @property
+    def name(self) -> str:
+        return self.script.name
+
     def pack(self, args: Sequence[Any]) -> list[bytes]:
         pieces = [b"*%d\r\n" % (self._head_count + len(args)), self._head]
         for arg in args:
@@ -277,6 +281,23 @@ class ScriptCall:
         except NoScriptError:
             connection.send_command("EVAL", self.script.source, len(self.keys), *self.keys, *args)
             return connection.read_response()
+
+
+class Command:
+    """A plain command with its first words fixed (`RPUSH <key>`), packed and run like a
+    ScriptCall, so that pipelines sent without waiting can mix both."""
+
+    def __init__(self, *head: Any) -> None:
+        self.name = _encode(head[0]).decode().lower()
+        self._head = [_encode(word) for word in head]
+
+    def pack(self, args: Sequence[Any]) -> list[bytes]:
+        words = [*self._head, *map(_encode, args)]
+        return [b"*%d\r\n" % len(words) + b"".join(map(_bulk, words))]
+
+    def run(self, connection: redis.Connection, args: Sequence[Any]) -> Any:
+        connection.send_packed_command(self.pack(args))
+        return connection.read_response()
 
 
 def run_script_on(
