@@ -328,3 +328,19 @@ def test_a_link_drop_while_answering_loses_no_request(url: str) -> None:
         assert deliveries == [1, 2]
         with server.subscribe("answer.drop", "anyqueue.rpc") as sub:
             assert sub.receive(timeout=0.5) is None  # the second answer acked it
+
+
+def test_the_reply_listener_survives_a_dropped_link_and_ends_with_its_broker(url: str) -> None:
+    with anyqueue.connect(url) as server, server.serve("listened", lambda message: message.body):
+        client = anyqueue.connect(url)
+        try:
+            assert client.request("listened", b"before", timeout=30).body == b"before"
+            assert client._requester is not None
+            listener = client._requester._inbox.subscription.listener  # type: ignore[attr-defined]
+            assert listener is not None and listener.is_alive()
+            assert kill_connections(url, client._driver.client_name) > 0
+            assert client.request("listened", b"after", timeout=30).body == b"after"
+        finally:
+            client.close()
+        listener.join(10)
+        assert not listener.is_alive()

@@ -14,7 +14,7 @@ certificates and host names are always verified (`ssl_ca_certs=PATH` for a priva
 | nack(delay)         | yes: a sorted set of due times                                    |
 | wildcards `*` `#`   | yes: matched inside the publish script                            |
 | max body            | 16 MiB                                                            |
-| request/reply       | native: a private reply list that expires                         |
+| request/reply       | native: a private reply list that expires; one write per answer   |
 
 Options: `prefix` (default `anyqueue`: every key starts with it), `consumer_timeout` (30 s),
 `retry_timeout` (10 s), `socket_timeout` (30 s), `connect_timeout` (5 s), `ssl_ca_certs`,
@@ -30,7 +30,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -72,8 +72,11 @@ INBOX_TTL_MS = 60_000
 #: the longest a server waits after answering a request before it leases (and so reaps the
 #: group's timers) again: its answer, not waited for, cannot tell when the next timer is due
 ANSWERED_WAIT = 1.0
+#: the longest single wait of an inbox's reply listener (it then simply waits again)
+LISTEN_WAIT = 5.0
 MIN_SERVER_VERSION = (7, 0)  # BLMPOP, LPOP with a count, ZADD GT
 _INBOX_TOKEN = re.compile(r"[0-9a-f]{32}")
+_BLMPOP = Command("BLMPOP")  # packed by hand: redis-py's generic packing costs more
 
 
 @dataclass(frozen=True)
@@ -282,7 +285,8 @@ class RedisDriver(Driver):
     # -- request / reply -------------------------------------------------------------------------
     def open_inbox(self) -> Inbox:
         token = new_token() + new_token()
-        return Inbox(INBOX_ADDRESS_PREFIX + token, RedisInbox(self, token))
+        inbox = RedisInbox(self, token)
+        return Inbox(INBOX_ADDRESS_PREFIX + token, inbox, listen=inbox.listen)
 
     def inbox_key(self, address: str) -> str | None:
         """The reply list of an inbox address from `open_inbox`; None for any other address."""
@@ -546,15 +550,18 @@ class RedisSubscription(SubscriptionDriver):
                         # blocked until a publish (or nack...) leases messages into the box, or
                         # close() wakes it; when the wait ends empty, the next lease call
                         # takes it off the waiting list (collecting what arrived meanwhile)
-                        connection.send_command(
-                            "BLMPOP",
-                            f"{max(wait, 0.001):.3f}",
-                            2,
-                            box,
-                            self._wake_key,
-                            "LEFT",
-                            "COUNT",
-                            3 * wanted,
+                        connection.send_packed_command(
+                            _BLMPOP.pack(
+                                [
+                                    f"{max(wait, 0.001):.3f}",
+                                    2,
+                                    box,
+                                    self._wake_key,
+                                    "LEFT",
+                                    "COUNT",
+                                    3 * wanted,
+                                ]
+                            )
                         )
                         popped = connection.read_response(timeout=wait + socket_timeout)
                         if popped is not None:
@@ -837,6 +844,8 @@ class RedisInbox(SubscriptionDriver):
         self._key = driver.layout.inbox(token)
         self._wake_key = driver.layout.inbox_wake(token)
         self._closed = False
+        #: the thread pushing replies, once `listen` started it
+        self.listener: threading.Thread | None = None
 
     def receive(self, max_messages: int, timeout: float) -> list[Message]:
         if self._closed:
@@ -863,6 +872,58 @@ class RedisInbox(SubscriptionDriver):
             message, _ = unpack(item, topic=self._address, delivery_count=1)
             replies.append(message)
         return replies
+
+    def listen(self, on_reply: Callable[[Message], None]) -> None:
+        """Push every reply to `on_reply` from a thread of the inbox's own (instead of the
+        core's reader polling `receive`). It waits for the next reply again before handing
+        over the ones it popped, so the caller it wakes does not wait for it."""
+        self.listener = threading.Thread(
+            target=self._listen, args=(on_reply,), name=f"{self._key}-replies", daemon=True
+        )
+        self.listener.start()
+
+    def _listen(self, on_reply: Callable[[Message], None]) -> None:
+        wait = _BLMPOP.pack(
+            [f"{LISTEN_WAIT:.3f}", 2, self._key, self._wake_key, "LEFT", "COUNT", 100]
+        )
+        read_timeout = LISTEN_WAIT + self._driver.options.socket_timeout
+        try:
+            connection = self._driver.connections.dedicated()
+        except Closed:
+            return
+        waiting = False  # a BLMPOP was sent and its answer is still to be read
+        try:
+            while not self._closed:
+                try:
+                    if not waiting:
+                        connection.send_packed_command(wait)  # (re)connects if need be
+                        waiting = True
+                    popped = connection.read_response(timeout=read_timeout)
+                    waiting = False
+                    if popped is not None and _text(popped[0]) != self._key:
+                        return  # woken by close()
+                    connection.send_packed_command(wait)
+                    waiting = True
+                except (Closed, *RETRYABLE, OSError, ValueError) as err:
+                    if self._closed or self._driver.link.closed:
+                        return  # closing cut the connection under the wait
+                    log.debug("redis: reading replies from %s: %s; retrying", self._key, err)
+                    connection.disconnect()
+                    waiting = False
+                    time.sleep(0.1)
+                    continue
+                for item in popped[1] if popped is not None else ():
+                    try:
+                        reply, _ = unpack(item, topic=self._address, delivery_count=1)
+                        on_reply(reply)
+                    except Exception as err:  # the thread must live on: it reads every reply
+                        log.error(
+                            "redis: a reply in %s: %s: %s", self._key, type(err).__name__, err
+                        )
+        finally:
+            if waiting:
+                connection.disconnect()  # nobody else may read that BLMPOP's answer
+            self._driver.connections.give_back(connection)
 
     def ack(self, messages: Sequence[Message]) -> None:
         """Replies were removed when read."""
