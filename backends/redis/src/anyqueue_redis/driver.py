@@ -56,6 +56,7 @@ from .connection import (
     is_retryable,
     load_scripts,
     pipeline_on,
+    readable,
 )
 from .keys import INBOX_ADDRESS_PREFIX, GroupKeys, Layout, check_prefix, new_token
 from .plugin import CAPABILITIES
@@ -149,6 +150,7 @@ class RedisDriver(Driver):
         self._closed = False
         #: the packed head of the publish script per topic (a small cache)
         self._publish_calls: dict[str, ScriptCall] = {}
+        self._reply_commands: dict[str, tuple[Command, Command]] = {}
         try:
             self._capabilities, self.server_version = self.connections.retrying(
                 self._inspect_server
@@ -294,6 +296,20 @@ class RedisDriver(Driver):
         if not address.startswith(INBOX_ADDRESS_PREFIX) or not _INBOX_TOKEN.fullmatch(token):
             return None
         return self.layout.inbox(token)
+
+    def reply_commands(self, address: str) -> tuple[Command, Command] | None:
+        """RPUSH and PEXPIRE of an inbox address's reply list (a small cache: a server answers
+        the same few requesters over and over); None if it is not a Redis inbox."""
+        commands = self._reply_commands.get(address)
+        if commands is None:
+            key = self.inbox_key(address)
+            if key is None:
+                return None
+            if len(self._reply_commands) >= 1024:
+                self._reply_commands.clear()
+            commands = (Command("RPUSH", key), Command("PEXPIRE", key))
+            self._reply_commands[address] = commands
+        return commands
 
     def send_reply(self, address: str, message: Message) -> None:
         inbox = self.inbox_key(address)
@@ -666,10 +682,11 @@ class RedisSubscription(SubscriptionDriver):
         (reply, ack, lease), and no fsync of the server's own between two requests. False (the
         core then replies and acks itself) when `address` is not a Redis inbox or the
         subscription is closed."""
-        inbox = self._driver.inbox_key(address)
+        commands = self._driver.reply_commands(address)
         receipt = request.receipt
-        if inbox is None or not isinstance(receipt, Receipt):
+        if commands is None or not isinstance(receipt, Receipt):
             return False
+        push, expire = commands
         envelope = pack(reply, topic=address)
         failing_since: float | None = None
         while True:
@@ -682,8 +699,8 @@ class RedisSubscription(SubscriptionDriver):
                     # plain commands first: a server that forgot its scripts cannot refuse the
                     # reply and then take the ack
                     sent = [
-                        _Sent(consumer, Command("RPUSH", inbox), [envelope]),
-                        _Sent(consumer, Command("PEXPIRE", inbox), [INBOX_TTL_MS]),
+                        _Sent(consumer, push, [envelope]),
+                        _Sent(consumer, expire, [INBOX_TTL_MS]),
                     ]
                     waiting = ""
                     if receipt.consumer == consumer:  # else stale: the request went back
@@ -779,11 +796,7 @@ class RedisSubscription(SubscriptionDriver):
                 raise
         # the server may have closed it since its last answer: something to read now is EOF
         # (or data nobody asked for); it is reconnected below, which tells the Link
-        try:
-            stale = connection.can_read()
-        except RETRYABLE:
-            stale = True
-        if stale:
+        if readable(connection):
             connection.disconnect()
         consumer = self._current_consumer(connection)
         unsent, self._unsent = forgotten + self._unsent, []
