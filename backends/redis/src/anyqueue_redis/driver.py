@@ -417,13 +417,14 @@ class RedisSubscription(SubscriptionDriver):
         self._waiting_entry = ""
         #: answering a request registered it as waiting: the next receive blocks at once
         self._answered_wait = False
-        #: receives (which block) go over one connection, acks, nacks and extends over the
-        #: other, acks without waiting for answers; a drop of either is a drop of the consumer
+        #: receives (which block) go over one connection, acks, nacks, extends and answers to
+        #: requests over the other, acks and answers without waiting for Redis' answers; a drop
+        #: of either is a drop of the consumer
         self._receiver: redis.Connection | None = driver.connections.dedicated()
         self._receiving = threading.Lock()
         self._settler = driver.connections.dedicated()
         self._unconfirmed: list[_Sent] = []
-        #: acks to send again: their answers were lost with a connection
+        #: acks (and answers) to send again: their answers were lost with a connection
         self._unsent: list[_Sent] = []
         self._become(new_token())
 
@@ -777,10 +778,11 @@ class RedisSubscription(SubscriptionDriver):
 
     def _settler_ready(self) -> str:
         """With the lock held: make the settling connection ready for the next command, and
-        return the consumer id to settle under. Reads the answers to acks sent before; an ack
-        whose answer was lost with a connection is sent again (acks are idempotent: the script
-        only removes a lease the consumer still holds), unless its consumer has been replaced
-        since — then its message went back to the group."""
+        return the consumer id to settle under. Reads the answers to acks (and answered
+        requests) sent before; an ack whose answer was lost with a connection is sent again
+        (acks are idempotent: the script only removes a lease the consumer still holds; a reply
+        sent twice is dropped by its requester), unless its consumer has been replaced since —
+        then its message went back to the group."""
         connection = self._settler
         pending, self._unconfirmed = self._unconfirmed, []
         forgotten = []
