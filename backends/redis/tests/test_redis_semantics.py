@@ -32,6 +32,16 @@ os._exit(0)
 """
 
 
+#: a server process that answers until it is killed (SIGKILL: nothing is closed)
+SERVE_UNTIL_KILLED = """
+import sys, time, anyqueue
+broker = anyqueue.connect(sys.argv[1])
+broker.serve(sys.argv[2], lambda message: b"from the doomed server")
+print("serving", flush=True)
+time.sleep(600)
+"""
+
+
 def die_holding(url: str, topic: str, group: str | None) -> str:
     """Run DIE_HOLDING; return what it printed (the id of the message it held)."""
     done = subprocess.run(
@@ -344,3 +354,36 @@ def test_the_reply_listener_survives_a_dropped_link_and_ends_with_its_broker(url
             client.close()
         listener.join(10)
         assert not listener.is_alive()
+
+
+def test_a_server_killed_after_answering_loses_no_request(url: str, raw: redis.Redis) -> None:
+    short = f"{url}&consumer_timeout=1"
+    keys = Layout(url.rpartition("prefix=")[2]).group("answer.kill", "anyqueue.rpc")
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", SERVE_UNTIL_KILLED, short, "answer.kill"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert doomed.stdout is not None and doomed.stdout.readline().strip() == "serving"
+        with anyqueue.connect(short) as broker:
+            reply = broker.request("answer.kill", b"first", timeout=30)
+            assert reply.body == b"from the doomed server"
+            assert raw.llen(keys.key("waiting")) == 1  # its answer registered it for the next
+            doomed.kill()
+            doomed.wait(30)
+            deliveries: list[int] = []
+
+            def handler(message: anyqueue.Message) -> bytes:
+                deliveries.append(message.delivery_count)
+                return b"from the survivor"
+
+            with broker.serve("answer.kill", handler):
+                # leased to the dead server's box (or not): either way it comes back
+                assert broker.request("answer.kill", b"second", timeout=30).body == (
+                    b"from the survivor"
+                )
+            assert deliveries in ([1], [2])
+    finally:
+        doomed.kill()
+        doomed.wait(30)
