@@ -3,6 +3,8 @@
 A request carries `reply_to` (the caller's inbox address), a `correlation_id` and its deadline;
 servers share the group `anyqueue.rpc` on the topic and skip requests whose caller gave up.
 Replies with no waiting caller (late or duplicate) are dropped, never handed to another call.
+A server sends its reply and then acks the request, in one driver call where the backend's
+subscriptions offer one (`AnswersRequests`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .driver import Inbox
 from .errors import Closed, Error, RemoteError, Timeout
@@ -29,6 +31,19 @@ DEADLINE_HEADER = "anyqueue-deadline"
 ERROR_TYPE_HEADER = "anyqueue-error-type"
 ERROR_MESSAGE_HEADER = "anyqueue-error-message"
 REPLY_TOPIC_PREFIX = "anyqueue.reply."
+
+
+class AnswersRequests(Protocol):
+    """Optional for a `SubscriptionDriver`: answer a request in one call. The core looks the
+    method up on the subscription a request came from and uses it instead of
+    `Driver.send_reply` followed by the worker's ack; a backend saves round trips with it."""
+
+    def reply_and_ack(self, request: Message, address: str, reply: Message) -> bool:
+        """Deliver `reply` to `address` (an inbox from `open_inbox`, or a reply topic) and ack
+        `request`, the reply reaching the broker first (an acked request whose reply was lost
+        would be lost). Return False to leave both to the core. The worker still acks `request`
+        afterwards; that ack must then do nothing."""
+        ...
 
 
 class _Pending:
@@ -171,11 +186,25 @@ def serve(
             )
         reply.correlation_id = request.correlation_id
         reply.id = new_id()
-        broker._call(broker._driver.send_reply, request.reply_to, reply)
+        _send_reply(broker, request, request.reply_to, reply)
 
     return broker.consume(
         topic, answer, group=RPC_GROUP, concurrency=concurrency, max_deliveries=None
     )
+
+
+def _send_reply(broker: Broker, request: Message, address: str, reply: Message) -> None:
+    """Send the reply to `request`; the worker acks the request once this returns (a backend
+    with `AnswersRequests` acks it here already, after the reply)."""
+    subscription = request._subscription
+    if subscription is not None and not request._settled:
+        # AnswersRequests.reply_and_ack, if the backend's subscriptions have it
+        answer: Callable[[Message, str, Message], bool] | None = getattr(
+            subscription._driver, "reply_and_ack", None
+        )
+        if answer is not None and broker._call(answer, request, address, reply):
+            return
+    broker._call(broker._driver.send_reply, address, reply)
 
 
 def _expired(deadline: str) -> bool:

@@ -169,6 +169,36 @@ def test_server_skips_requests_whose_caller_gave_up(broker: anyqueue.Broker) -> 
     assert handled == ["live"]
 
 
+@pytest.mark.parametrize("takes_over", [True, False])
+def test_a_backend_may_answer_a_request_in_one_call(
+    broker: anyqueue.Broker, monkeypatch: pytest.MonkeyPatch, takes_over: bool
+) -> None:
+    """rpc.AnswersRequests: a subscription driver with `reply_and_ack` gets the reply and the
+    request to ack; if it declines (False), the core sends the reply and acks as usual."""
+    from anyqueue.memory.driver import MemorySubscription
+
+    answered: list[tuple[str | None, str, bytes]] = []
+
+    def reply_and_ack(
+        self: MemorySubscription, request: anyqueue.Message, address: str, reply: anyqueue.Message
+    ) -> bool:
+        answered.append((request.correlation_id, address, reply.body))
+        if takes_over:
+            broker._driver.send_reply(address, reply)
+            self.ack([request])
+        return takes_over
+
+    monkeypatch.setattr(MemorySubscription, "reply_and_ack", reply_and_ack, raising=False)
+    with broker.serve("rpc.once", lambda message: message.text.upper()):
+        assert broker.request("rpc.once", "one", timeout=5).text == "ONE"
+        assert broker.request("rpc.once", "two", timeout=5).text == "TWO"
+    assert [body for _, _, body in answered] == [b"ONE", b"TWO"]
+    assert all(address.startswith("anyqueue.reply.") for _, address, _ in answered)
+    # every request was acked exactly once: nothing is left for the next server
+    with broker.subscribe("rpc.once", "anyqueue.rpc") as sub:
+        assert sub.receive(timeout=0.2) is None
+
+
 def test_worker_run_stops_on_sigterm(tmp_path: object) -> None:
     script = textwrap.dedent(
         """

@@ -112,6 +112,9 @@ def test_rediss_verifies_the_certificate(tls_server: RedisServer, certificates: 
             message = sub.receive(timeout=5)
             assert message is not None and message.body == b"over tls"
             message.ack()
+        with broker.serve("secure.rpc", lambda request: request.body[::-1]):
+            for body in (b"first", b"second"):  # the second answer checks the first's answers
+                assert broker.request("secure.rpc", body, timeout=30).body == body[::-1]
 
 
 def test_rediss_refuses_an_unknown_ca(tls_server: RedisServer) -> None:

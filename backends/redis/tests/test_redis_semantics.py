@@ -1,6 +1,6 @@
 """Redis-specific guarantees the shared suite cannot provoke: a consumer process that dies,
 heartbeats of a slow but live one, ephemeral groups of dead processes, a restart under open
-subscriptions, reply lists that expire."""
+subscriptions, reply lists that expire, servers that answer in one write."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import redis
 
 import anyqueue
 from anyqueue_redis.keys import Layout
-from anyqueue_redis.testing import RedisServer
+from anyqueue_redis.testing import RedisServer, kill_connections
 
 #: a consumer process that takes a message (or binds an ephemeral group) and dies on the spot,
 #: without closing anything
@@ -29,6 +29,16 @@ if sys.argv[3]:
 else:
     print("bound", flush=True)
 os._exit(0)
+"""
+
+
+#: a server process that answers until it is killed (SIGKILL: nothing is closed)
+SERVE_UNTIL_KILLED = """
+import sys, time, anyqueue
+broker = anyqueue.connect(sys.argv[1])
+broker.serve(sys.argv[2], lambda message: b"from the doomed server")
+print("serving", flush=True)
+time.sleep(600)
 """
 
 
@@ -271,3 +281,109 @@ def test_an_outage_longer_than_retry_timeout_raises_then_recovers(
     stored = admin.hlen(Layout("anyqueue").group("outage", "g").key("body"))
     admin.close()
     assert stored == 0, "the ack after the outage was lost"
+
+
+def test_an_answer_acks_the_request_and_leaves_the_server_waiting(
+    url: str, raw: redis.Redis
+) -> None:
+    keys = Layout(url.rpartition("prefix=")[2]).group("answer.once", "anyqueue.rpc")
+    with anyqueue.connect(url) as broker:
+        with broker.serve("answer.once", lambda message: message.body.upper()):
+            assert broker.request("answer.once", b"warm", timeout=30).body == b"WARM"
+            before = int(raw.info("commandstats")["cmdstat_evalsha"]["calls"])
+            for i in range(20):
+                assert broker.request("answer.once", b"x%d" % i, timeout=30).body == b"X%d" % i
+                # the reply went out in the same write as the ack and the server's next wait:
+                # once the caller has it, the request is gone and the server already waits
+                assert raw.hlen(keys.key("owner")) == 0 and raw.hlen(keys.key("body")) == 0
+                assert raw.llen(keys.key("waiting")) == 1
+            calls = int(raw.info("commandstats")["cmdstat_evalsha"]["calls"]) - before
+            # per request one publish and one answer script, no lease call (a few more only if
+            # a wait ran out, or for heartbeats)
+            assert calls < 2 * 20 + 10, calls
+        # a stopped server leaves no registration a request could be leased to
+        assert raw.llen(keys.key("waiting")) == 0 and raw.zcard(keys.key("timers")) == 0
+        caller = threading.Thread(
+            target=lambda: got.append(broker.request("answer.once", b"late", timeout=30))
+        )
+        got: list[anyqueue.Message] = []
+        caller.start()
+        wait_until(lambda: raw.llen(keys.key("ready")) == 1, 10, "the request to wait")
+        deliveries: list[int] = []
+
+        def handler(message: anyqueue.Message) -> bytes:
+            deliveries.append(message.delivery_count)
+            return message.body
+
+        with broker.serve("answer.once", handler):
+            caller.join(30)
+        assert [reply.body for reply in got] == [b"late"] and deliveries == [1]
+
+
+def test_a_link_drop_while_answering_loses_no_request(url: str) -> None:
+    with anyqueue.connect(url) as client, anyqueue.connect(url) as server:
+        deliveries: list[int] = []
+
+        def handler(message: anyqueue.Message) -> bytes:
+            deliveries.append(message.delivery_count)
+            if len(deliveries) == 1:  # cut the server's connections before it answers
+                assert kill_connections(url, server._driver.client_name) > 0
+            return message.body.upper()
+
+        with server.serve("answer.drop", handler):
+            # the reply still arrives (the answer is stale, so only the reply is sent)...
+            assert client.request("answer.drop", b"once", timeout=30).body == b"ONCE"
+            # ...and the request, whose lease the drop ended, comes back to be answered again
+            wait_until(lambda: len(deliveries) >= 2, 30, "the request to come back")
+        assert deliveries == [1, 2]
+        with server.subscribe("answer.drop", "anyqueue.rpc") as sub:
+            assert sub.receive(timeout=0.5) is None  # the second answer acked it
+
+
+def test_the_reply_listener_survives_a_dropped_link_and_ends_with_its_broker(url: str) -> None:
+    with anyqueue.connect(url) as server, server.serve("listened", lambda message: message.body):
+        client = anyqueue.connect(url)
+        try:
+            assert client.request("listened", b"before", timeout=30).body == b"before"
+            assert client._requester is not None
+            listener = client._requester._inbox.subscription.listener  # type: ignore[attr-defined]
+            assert listener is not None and listener.is_alive()
+            assert kill_connections(url, client._driver.client_name) > 0
+            assert client.request("listened", b"after", timeout=30).body == b"after"
+        finally:
+            client.close()
+        listener.join(10)
+        assert not listener.is_alive()
+
+
+def test_a_server_killed_after_answering_loses_no_request(url: str, raw: redis.Redis) -> None:
+    short = f"{url}&consumer_timeout=1"
+    keys = Layout(url.rpartition("prefix=")[2]).group("answer.kill", "anyqueue.rpc")
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", SERVE_UNTIL_KILLED, short, "answer.kill"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert doomed.stdout is not None and doomed.stdout.readline().strip() == "serving"
+        with anyqueue.connect(short) as broker:
+            reply = broker.request("answer.kill", b"first", timeout=30)
+            assert reply.body == b"from the doomed server"
+            assert raw.llen(keys.key("waiting")) == 1  # its answer registered it for the next
+            doomed.kill()
+            doomed.wait(30)
+            deliveries: list[int] = []
+
+            def handler(message: anyqueue.Message) -> bytes:
+                deliveries.append(message.delivery_count)
+                return b"from the survivor"
+
+            with broker.serve("answer.kill", handler):
+                # leased to the dead server's box (or not): either way it comes back
+                assert broker.request("answer.kill", b"second", timeout=30).body == (
+                    b"from the survivor"
+                )
+            assert deliveries in ([1], [2])
+    finally:
+        doomed.kill()
+        doomed.wait(30)

@@ -10,6 +10,7 @@ subscriptions that see a new epoch give their leases back and continue under a n
 from __future__ import annotations
 
 import contextlib
+import select
 import ssl
 import threading
 import time
@@ -219,6 +220,22 @@ class Connections:
             connection.disconnect()
 
 
+def readable(connection: redis.Connection) -> bool:
+    """Whether reading `connection` would not block: the server closed it or sent something
+    nobody asked for. For a connection whose answers have all been read; cheaper than
+    redis-py's `can_read(0)`, which raises and catches a timeout when there is nothing."""
+    sock = connection._sock  # type: ignore[attr-defined]
+    if sock is None:
+        return False  # not connected: the next command connects it
+    if getattr(sock, "pending", lambda: 0)():
+        return True  # TLS: decrypted bytes already buffered
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
+
+
 def pipeline_on(connection: redis.Connection, commands: Sequence[Sequence[Any]]) -> list[Any]:
     """Send `commands` in one write and read every reply; an error reply is returned in its
     place (as the exception), not raised."""
@@ -262,6 +279,10 @@ class ScriptCall:
         self._head_count = len(head)
         self._head = b"".join(map(_bulk, head))
 
+    @property
+    def name(self) -> str:
+        return self.script.name
+
     def pack(self, args: Sequence[Any]) -> list[bytes]:
         pieces = [b"*%d\r\n" % (self._head_count + len(args)), self._head]
         for arg in args:
@@ -277,6 +298,23 @@ class ScriptCall:
         except NoScriptError:
             connection.send_command("EVAL", self.script.source, len(self.keys), *self.keys, *args)
             return connection.read_response()
+
+
+class Command:
+    """A plain command with its first words fixed (`RPUSH <key>`), packed and run like a
+    ScriptCall, so that pipelines sent without waiting can mix both."""
+
+    def __init__(self, *head: Any) -> None:
+        self.name = _encode(head[0]).decode().lower()
+        self._head = [_encode(word) for word in head]
+
+    def pack(self, args: Sequence[Any]) -> list[bytes]:
+        words = [*self._head, *map(_encode, args)]
+        return [b"*%d\r\n" % len(words) + b"".join(map(_bulk, words))]
+
+    def run(self, connection: redis.Connection, args: Sequence[Any]) -> Any:
+        connection.send_packed_command(self.pack(args))
+        return connection.read_response()
 
 
 def run_script_on(

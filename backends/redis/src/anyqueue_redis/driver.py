@@ -14,7 +14,7 @@ certificates and host names are always verified (`ssl_ca_certs=PATH` for a priva
 | nack(delay)         | yes: a sorted set of due times                                    |
 | wildcards `*` `#`   | yes: matched inside the publish script                            |
 | max body            | 16 MiB                                                            |
-| request/reply       | native: a private reply list that expires                         |
+| request/reply       | native: a private reply list that expires; one write per answer   |
 
 Options: `prefix` (default `anyqueue`: every key starts with it), `consumer_timeout` (30 s),
 `retry_timeout` (10 s), `socket_timeout` (30 s), `connect_timeout` (5 s), `ssl_ca_certs`,
@@ -30,7 +30,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -49,12 +49,14 @@ from anyqueue.names import is_pattern
 from . import scripts
 from .connection import (
     RETRYABLE,
+    Command,
     Connections,
     Link,
     ScriptCall,
     is_retryable,
     load_scripts,
     pipeline_on,
+    readable,
 )
 from .keys import INBOX_ADDRESS_PREFIX, GroupKeys, Layout, check_prefix, new_token
 from .plugin import CAPABILITIES
@@ -68,8 +70,14 @@ MAX_PUBLISH_MESSAGES = 5000
 MAX_PUBLISH_BYTES = 32 * 1024 * 1024
 #: a reply list nobody reads expires this long after the last reply was pushed
 INBOX_TTL_MS = 60_000
+#: the longest a server waits after answering a request before it leases (and so reaps the
+#: group's timers) again: its answer, not waited for, cannot tell when the next timer is due
+ANSWERED_WAIT = 1.0
+#: the longest single wait of an inbox's reply listener (it then simply waits again)
+LISTEN_WAIT = 5.0
 MIN_SERVER_VERSION = (7, 0)  # BLMPOP, LPOP with a count, ZADD GT
 _INBOX_TOKEN = re.compile(r"[0-9a-f]{32}")
+_BLMPOP = Command("BLMPOP")  # packed by hand: redis-py's generic packing costs more
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,14 @@ class RedisOptions:
         for name in ("retry_timeout", "socket_timeout", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 seconds, not {getattr(self, name)}")
+
+
+class _Sent(NamedTuple):
+    """A settling command sent without waiting for its answer, and the consumer it is for."""
+
+    consumer: str
+    call: ScriptCall | Command
+    args: list[Any]
 
 
 class Receipt(NamedTuple):
@@ -134,6 +150,7 @@ class RedisDriver(Driver):
         self._closed = False
         #: the packed head of the publish script per topic (a small cache)
         self._publish_calls: dict[str, ScriptCall] = {}
+        self._reply_commands: dict[str, tuple[Command, Command]] = {}
         try:
             self._capabilities, self.server_version = self.connections.retrying(
                 self._inspect_server
@@ -270,14 +287,35 @@ class RedisDriver(Driver):
     # -- request / reply -------------------------------------------------------------------------
     def open_inbox(self) -> Inbox:
         token = new_token() + new_token()
-        return Inbox(INBOX_ADDRESS_PREFIX + token, RedisInbox(self, token))
+        inbox = RedisInbox(self, token)
+        return Inbox(INBOX_ADDRESS_PREFIX + token, inbox, listen=inbox.listen)
 
-    def send_reply(self, address: str, message: Message) -> None:
+    def inbox_key(self, address: str) -> str | None:
+        """The reply list of an inbox address from `open_inbox`; None for any other address."""
         token = address[len(INBOX_ADDRESS_PREFIX) :]
         if not address.startswith(INBOX_ADDRESS_PREFIX) or not _INBOX_TOKEN.fullmatch(token):
+            return None
+        return self.layout.inbox(token)
+
+    def reply_commands(self, address: str) -> tuple[Command, Command] | None:
+        """RPUSH and PEXPIRE of an inbox address's reply list (a small cache: a server answers
+        the same few requesters over and over); None if it is not a Redis inbox."""
+        commands = self._reply_commands.get(address)
+        if commands is None:
+            key = self.inbox_key(address)
+            if key is None:
+                return None
+            if len(self._reply_commands) >= 1024:
+                self._reply_commands.clear()
+            commands = (Command("RPUSH", key), Command("PEXPIRE", key))
+            self._reply_commands[address] = commands
+        return commands
+
+    def send_reply(self, address: str, message: Message) -> None:
+        inbox = self.inbox_key(address)
+        if inbox is None:
             super().send_reply(address, message)  # not one of our inboxes: an ordinary topic
             return
-        inbox = self.layout.inbox(token)
         commands = [
             ("RPUSH", inbox, pack(message, topic=address)),
             ("PEXPIRE", inbox, INBOX_TTL_MS),
@@ -369,6 +407,7 @@ class RedisSubscription(SubscriptionDriver):
         self._ack = ScriptCall(scripts.ACK, self._group_keys)
         self._nack = ScriptCall(scripts.NACK, self._group_keys)
         self._extend = ScriptCall(scripts.EXTEND, self._group_keys)
+        self._answered = ScriptCall(scripts.ANSWERED, self._group_keys)
         self._heartbeat = ScriptCall(scripts.HEARTBEAT, [*self._group_keys, route_key])
         self._lock = threading.RLock()
         self._epoch = driver.link.epoch
@@ -376,14 +415,17 @@ class RedisSubscription(SubscriptionDriver):
         self._failing_since: float | None = None
         #: the entry under which a receive of this consumer is registered as waiting, if any
         self._waiting_entry = ""
-        #: receives (which block) go over one connection, acks, nacks and extends over the
-        #: other, acks without waiting for answers; a drop of either is a drop of the consumer
+        #: answering a request registered it as waiting: the next receive blocks at once
+        self._answered_wait = False
+        #: receives (which block) go over one connection, acks, nacks, extends and answers to
+        #: requests over the other, acks and answers without waiting for Redis' answers; a drop
+        #: of either is a drop of the consumer
         self._receiver: redis.Connection | None = driver.connections.dedicated()
         self._receiving = threading.Lock()
         self._settler = driver.connections.dedicated()
-        self._unconfirmed: list[tuple[ScriptCall, list[Any]]] = []
-        #: acks to send again: their answers were lost with a connection
-        self._unsent: list[tuple[ScriptCall, list[Any]]] = []
+        self._unconfirmed: list[_Sent] = []
+        #: acks (and answers) to send again: their answers were lost with a connection
+        self._unsent: list[_Sent] = []
         self._become(new_token())
 
     def _become(self, consumer: str) -> None:
@@ -426,9 +468,12 @@ class RedisSubscription(SubscriptionDriver):
         epoch = self._driver.link.epoch
         if epoch != self._epoch:
             previous, waiting = self._consumer, self._waiting_entry
-            self._epoch, self._waiting_entry = epoch, ""
+            self._epoch, self._waiting_entry, self._answered_wait = epoch, "", False
             self._become(new_token())
             log.info("redis: the link dropped; %r gives back the leases held before", self)
+            # a restarted server forgot the scripts: load them all now, so that none of a
+            # pipeline sent without waiting (reply, then ack) is refused for that
+            load_scripts(connection)
             self._release(connection, previous, waiting, successor=self._consumer)
         return self._consumer
 
@@ -492,38 +537,48 @@ class RedisSubscription(SubscriptionDriver):
                                 return []
                             consumer = self._current_consumer(connection)
                             box = self._box
-                            reply = self._lease.run(
-                                connection,
-                                [
-                                    consumer,
-                                    wanted,
-                                    self._ack_timeout_ms,
-                                    self._alive_ms,
-                                    self._keep_ms,
-                                    "1" if remaining >= 0.001 else "0",
-                                    self._waiting_entry,
-                                ],
-                            )
-                            self._waiting_entry = _text(reply[1]) if len(reply) == 2 else ""
-                        self._failing_since = None
-                        if len(reply) > 2:
-                            return self._messages(reply, 1, consumer)
-                        if len(reply) == 1:
-                            return []  # time is up (and it is no longer registered as waiting)
-                        due_ms = reply[0]
-                        wait = remaining if due_ms < 0 else min(remaining, due_ms / 1000)
+                            # answering the last request registered it as waiting already
+                            answered, self._answered_wait = self._answered_wait, False
+                            if not (answered and self._waiting_entry):
+                                answered = False
+                                reply = self._lease.run(
+                                    connection,
+                                    [
+                                        consumer,
+                                        wanted,
+                                        self._ack_timeout_ms,
+                                        self._alive_ms,
+                                        self._keep_ms,
+                                        "1" if remaining >= 0.001 else "0",
+                                        self._waiting_entry,
+                                    ],
+                                )
+                                self._waiting_entry = _text(reply[1]) if len(reply) == 2 else ""
+                        if answered:
+                            wait = min(remaining, ANSWERED_WAIT)
+                        else:
+                            self._failing_since = None
+                            if len(reply) > 2:
+                                return self._messages(reply, 1, consumer)
+                            if len(reply) == 1:
+                                return []  # time is up (and no longer registered as waiting)
+                            due_ms = reply[0]
+                            wait = remaining if due_ms < 0 else min(remaining, due_ms / 1000)
                         # blocked until a publish (or nack...) leases messages into the box, or
                         # close() wakes it; when the wait ends empty, the next lease call
                         # takes it off the waiting list (collecting what arrived meanwhile)
-                        connection.send_command(
-                            "BLMPOP",
-                            f"{max(wait, 0.001):.3f}",
-                            2,
-                            box,
-                            self._wake_key,
-                            "LEFT",
-                            "COUNT",
-                            3 * wanted,
+                        connection.send_packed_command(
+                            _BLMPOP.pack(
+                                [
+                                    f"{max(wait, 0.001):.3f}",
+                                    2,
+                                    box,
+                                    self._wake_key,
+                                    "LEFT",
+                                    "COUNT",
+                                    3 * wanted,
+                                ]
+                            )
                         )
                         popped = connection.read_response(timeout=wait + socket_timeout)
                         if popped is not None:
@@ -617,6 +672,71 @@ class RedisSubscription(SubscriptionDriver):
             return  # without an ack timeout a lease lasts as long as its consumer
         self._settle(self._extend, [max(1, round(seconds * 1000))], messages)
 
+    def reply_and_ack(self, request: Message, address: str, reply: Message) -> bool:
+        """Answer `request` with one write on the settling connection, sent without waiting
+        for Redis' answer (like an ack): RPUSH and PEXPIRE put `reply` into the requester's
+        inbox, then the ANSWERED script acks the request and, unless a receive is running,
+        registers this consumer as waiting for one message. The next receive then blocks on
+        its box at once; and as Redis answers the requester only after handling the whole
+        write, the next request finds the server waiting, and its publish leases it straight
+        into the box. One write per request on the server's side instead of three round trips
+        (reply, ack, lease), and no fsync of the server's own between two requests. False (the
+        core then replies and acks itself) when `address` is not a Redis inbox or the
+        subscription is closed."""
+        commands = self._driver.reply_commands(address)
+        receipt = request.receipt
+        if commands is None or not isinstance(receipt, Receipt):
+            return False
+        push, expire = commands
+        envelope = pack(reply, topic=address)
+        failing_since: float | None = None
+        while True:
+            try:
+                with self._lock:
+                    if self._closed:
+                        return False
+                    connection = self._settler
+                    consumer = self._settler_ready()
+                    # plain commands first: a server that forgot its scripts cannot refuse the
+                    # reply and then take the ack
+                    sent = [
+                        _Sent(consumer, push, [envelope]),
+                        _Sent(consumer, expire, [INBOX_TTL_MS]),
+                    ]
+                    waiting = ""
+                    if receipt.consumer == consumer:  # else stale: the request went back
+                        if not self._waiting_entry and not self._receiving.locked():
+                            waiting = f"{consumer}:1:{self._ack_timeout_ms}:{2 * self._alive_ms}"
+                        args = [
+                            consumer,
+                            self._ack_timeout_ms,
+                            self._alive_ms,
+                            self._keep_ms,
+                            waiting,
+                            receipt.entry,
+                            receipt.delivery_count,
+                        ]
+                        sent.append(_Sent(consumer, self._answered, args))
+                    connection.send_packed_command(
+                        [b"".join(chunk for each in sent for chunk in each.call.pack(each.args))]
+                    )
+                    self._unconfirmed += sent
+                    if waiting:
+                        self._waiting_entry, self._answered_wait = waiting, True
+                    request.receipt = None  # settled here: the core's ack that follows is a no-op
+                    return True
+            except RETRYABLE as err:
+                # the write failed, perhaps half-way (the reply sent, not the ack): send it
+                # again; after the reconnect the lease is no longer ours, so only the reply goes
+                # (a duplicate is dropped by the requester) and the request comes back
+                if not is_retryable(err) or self._driver.link.closed:
+                    raise
+                now = time.monotonic()
+                failing_since = failing_since if failing_since is not None else now
+                if now - failing_since >= self._driver.options.retry_timeout:
+                    raise
+                time.sleep(0.05)
+
     def _settle(
         self,
         call: ScriptCall,
@@ -643,8 +763,9 @@ class RedisSubscription(SubscriptionDriver):
                         if confirm:
                             call.run(connection, [consumer, *args, *pairs])
                         else:
-                            connection.send_packed_command(call.pack([consumer, *args, *pairs]))
-                            self._unconfirmed.append((call, [consumer, *args, *pairs]))
+                            sent = _Sent(consumer, call, [consumer, *args, *pairs])
+                            connection.send_packed_command(call.pack(sent.args))
+                            self._unconfirmed.append(sent)
                     return
             except RETRYABLE as err:
                 if not is_retryable(err) or self._driver.link.closed:
@@ -657,36 +778,37 @@ class RedisSubscription(SubscriptionDriver):
 
     def _settler_ready(self) -> str:
         """With the lock held: make the settling connection ready for the next command, and
-        return the consumer id to settle under. Reads the answers to acks sent before; an ack
-        whose answer was lost with a connection is sent again (acks are idempotent: the script
-        only removes a lease the consumer still holds), unless its consumer has been replaced
-        since — then its message went back to the group."""
+        return the consumer id to settle under. Reads the answers to acks (and answered
+        requests) sent before; an ack whose answer was lost with a connection is sent again
+        (acks are idempotent: the script only removes a lease the consumer still holds; a reply
+        sent twice is dropped by its requester), unless its consumer has been replaced since —
+        then its message went back to the group."""
         connection = self._settler
         pending, self._unconfirmed = self._unconfirmed, []
         forgotten = []
-        for index, (call, args) in enumerate(pending):
+        for index, sent in enumerate(pending):
             try:
                 connection.read_response()
             except NoScriptError:
-                forgotten.append((call, args))  # the server restarted and forgot the script
+                forgotten.append(sent)  # the server restarted and forgot the script
             except redis.ResponseError as err:
-                log.error("redis: an ack failed on %s: %s", self._keys.base, err)
+                log.error("redis: %s failed on %s: %s", sent.call.name, self._keys.base, err)
             except RETRYABLE:
                 self._unsent += pending[index:]
                 raise
         # the server may have closed it since its last answer: something to read now is EOF
         # (or data nobody asked for); it is reconnected below, which tells the Link
-        try:
-            stale = connection.can_read()
-        except RETRYABLE:
-            stale = True
-        if stale:
+        if readable(connection):
             connection.disconnect()
         consumer = self._current_consumer(connection)
         unsent, self._unsent = forgotten + self._unsent, []
-        for call, args in unsent:
-            if args[0] == consumer:
-                call.run(connection, args)
+        for sent in unsent:
+            if sent.consumer == consumer:
+                args = sent.args
+                if sent.call is self._answered:
+                    # only the ack: the receive it registered a wait for has moved on
+                    args = [*args[:4], "", *args[5:]]
+                sent.call.run(connection, args)
         return consumer
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -737,6 +859,8 @@ class RedisInbox(SubscriptionDriver):
         self._key = driver.layout.inbox(token)
         self._wake_key = driver.layout.inbox_wake(token)
         self._closed = False
+        #: the thread pushing replies, once `listen` started it
+        self.listener: threading.Thread | None = None
 
     def receive(self, max_messages: int, timeout: float) -> list[Message]:
         if self._closed:
@@ -763,6 +887,58 @@ class RedisInbox(SubscriptionDriver):
             message, _ = unpack(item, topic=self._address, delivery_count=1)
             replies.append(message)
         return replies
+
+    def listen(self, on_reply: Callable[[Message], None]) -> None:
+        """Push every reply to `on_reply` from a thread of the inbox's own (instead of the
+        core's reader polling `receive`). It waits for the next reply again before handing
+        over the ones it popped, so the caller it wakes does not wait for it."""
+        self.listener = threading.Thread(
+            target=self._listen, args=(on_reply,), name=f"{self._key}-replies", daemon=True
+        )
+        self.listener.start()
+
+    def _listen(self, on_reply: Callable[[Message], None]) -> None:
+        wait = _BLMPOP.pack(
+            [f"{LISTEN_WAIT:.3f}", 2, self._key, self._wake_key, "LEFT", "COUNT", 100]
+        )
+        read_timeout = LISTEN_WAIT + self._driver.options.socket_timeout
+        try:
+            connection = self._driver.connections.dedicated()
+        except Closed:
+            return
+        waiting = False  # a BLMPOP was sent and its answer is still to be read
+        try:
+            while not self._closed:
+                try:
+                    if not waiting:
+                        connection.send_packed_command(wait)  # (re)connects if need be
+                        waiting = True
+                    popped = connection.read_response(timeout=read_timeout)
+                    waiting = False
+                    if popped is not None and _text(popped[0]) != self._key:
+                        return  # woken by close()
+                    connection.send_packed_command(wait)
+                    waiting = True
+                except (Closed, *RETRYABLE, OSError, ValueError) as err:
+                    if self._closed or self._driver.link.closed:
+                        return  # closing cut the connection under the wait
+                    log.debug("redis: reading replies from %s: %s; retrying", self._key, err)
+                    connection.disconnect()
+                    waiting = False
+                    time.sleep(0.1)
+                    continue
+                for item in popped[1] if popped is not None else ():
+                    try:
+                        reply, _ = unpack(item, topic=self._address, delivery_count=1)
+                        on_reply(reply)
+                    except Exception as err:  # the thread must live on: it reads every reply
+                        log.error(
+                            "redis: a reply in %s: %s: %s", self._key, type(err).__name__, err
+                        )
+        finally:
+            if waiting:
+                connection.disconnect()  # nobody else may read that BLMPOP's answer
+            self._driver.connections.give_back(connection)
 
     def ack(self, messages: Sequence[Message]) -> None:
         """Replies were removed when read."""

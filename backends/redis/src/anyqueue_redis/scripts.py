@@ -18,7 +18,8 @@ What the group keys hold (see also docs/backends/redis.md):
 - owner: entry -> `<consumer>:<delivery count>` while leased (the receipt an ack must match);
 - timers: `d:<entry>:<count>` (delayed until), `l:<entry>` (lease deadline, with ack_timeout),
   `c:<consumer>` (alive until), all scored in ms;
-- waiting: the receivers blocked in a receive, in arrival order. Whatever makes messages ready
+- waiting: the receivers blocked in a receive (or, registered by ANSWERED, a server about to
+  block after answering a request), in arrival order. Whatever makes messages ready
   (publish, nack, reaping) leases them to the first waiting receiver at once and pushes them,
   as entry / delivery count / envelope triples, to its box `<base>:box:<consumer>`, which that
   receiver is blocked on: a waiting receiver gets a message in the same round trip as the
@@ -251,6 +252,25 @@ local function reap(now)
 end
 """
 
+_ACK = r"""
+-- remove the messages of the ARGV receipt pairs from `first` on whose lease `consumer` still
+-- holds (with_deadlines: their leases have deadline timers); returns how many
+local function ack(consumer, first, with_deadlines)
+  local held = still_held(receipts(consumer, first))
+  if #held > 0 then
+    redis.call('HDEL', K.owner, unpack(held))
+    redis.call('HDEL', K.body, unpack(held))
+    if with_deadlines then
+      for i, entry in ipairs(held) do
+        held[i] = 'l:' .. entry
+      end
+      redis.call('ZREM', K.timers, unpack(held))
+    end
+  end
+  return #held
+end
+"""
+
 _KEEP = r"""
 -- an ephemeral group lives while its subscriber does: renew its keys' time to live
 local function keep_ephemeral(keep_ms, alive_ms)
@@ -476,22 +496,50 @@ ACK = Script(
     "ack",
     _KEYS
     + _RECEIPTS
+    + _ACK
     + r"""
 -- Remove messages whose lease the consumer still holds; stale receipts are ignored.
 -- ARGV: consumer, with_deadlines ('1' if leases have deadline timers), then entry and
 --       delivery count per message
-local held = still_held(receipts(ARGV[1], 3))
-if #held > 0 then
-  redis.call('HDEL', K.owner, unpack(held))
-  redis.call('HDEL', K.body, unpack(held))
-  if ARGV[2] == '1' then
-    for i, entry in ipairs(held) do
-      held[i] = 'l:' .. entry
-    end
-    redis.call('ZREM', K.timers, unpack(held))
+return ack(ARGV[1], 3, ARGV[2] == '1')
+""",
+)
+
+ANSWERED = Script(
+    "answered",
+    _NOW
+    + _SLICES
+    + _KEYS
+    + _LEASE
+    + _RECEIPTS
+    + _ACK
+    + _REQUEUE
+    + _REAP
+    + _KEEP
+    + r"""
+-- A server answered a request: its reply was pushed just before, on the same connection.
+-- Ack the request and, if asked to, register the consumer as waiting for one message (the slot
+-- the ack freed) - leased into its box at once if one is ready - so that the server's next
+-- receive blocks on its box without a lease call, and the next request's publish leases
+-- straight into it.
+-- ARGV: consumer, ack_timeout_ms (0: none), alive_ms, keep_ms (0: durable), the waiting entry
+--       to register ('' for none), the request's entry and delivery count
+local consumer, ack_timeout = ARGV[1], tonumber(ARGV[2])
+local alive_ms, keep_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+-- a write Redis refuses when out of memory comes first: if it refused the reply's push, it
+-- refuses this too, and the request stays leased rather than acked unanswered
+redis.call('ZADD', K.timers, 'GT', now + alive_ms, 'c:' .. consumer)
+local acked = ack(consumer, 6, ack_timeout > 0)
+reap(now)
+keep_ephemeral(keep_ms, alive_ms)
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', K.waiting, ARGV[5])
+  if redis.call('LLEN', K.ready) > 0 then
+    dispatch(K, now)
   end
 end
-return #held
+return acked
 """,
 )
 
@@ -616,7 +664,7 @@ return 0
 )
 
 #: every script, loaded at connect (and again after a server forgot them)
-ALL = (PUBLISH, ATTACH, LEASE, ACK, NACK, EXTEND, RELEASE, HEARTBEAT)
+ALL = (PUBLISH, ATTACH, LEASE, ACK, ANSWERED, NACK, EXTEND, RELEASE, HEARTBEAT)
 
 #: for tests: evaluates the publish script's matcher on (pattern, topic) pairs of ARGV
 MATCHER_PROBE = Script(
