@@ -21,7 +21,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
 
 
-#: the RabbitMQ tutorials, plus the README's tour
+#: the RabbitMQ tutorials, the README's tour and a live migration
 EXPECTED = {
     "hello_world.py",
     "work_queue.py",
@@ -30,6 +30,7 @@ EXPECTED = {
     "topics.py",
     "rpc.py",
     "tour.py",
+    "migration.py",
 }
 
 
@@ -54,6 +55,11 @@ def run_example(script: Path, *args: str, env: dict[str, str] | None = None) -> 
 MUST_SAY = {
     "hello_world.py": ["Received 'Hello World!'"],
     "tour.py": ["Work queue", "Fan-out", "Topic routing", "RPC", "Every step did what it showed."],
+    "migration.py": [
+        "shovel started",
+        "producers switched",
+        "Cut-over complete: every order arrived exactly once.",
+    ],
 }
 
 
@@ -67,6 +73,21 @@ def test_example_runs(script: Path, backend_name: str, backend_url: Callable[[st
     output = run_example(script, url)
     assert f"connected to {redact_url(url)}" in output or f"on {redact_url(url)}" in output
     for line in MUST_SAY.get(script.name, []):
+        assert line in output
+
+
+@pytest.mark.parametrize(
+    "old, new", [("rabbitmq", "kafka"), ("sqs", "redis")], ids=lambda name: name
+)
+def test_migration_example_between_two_real_brokers(
+    old: str, new: str, backend_url: Callable[[str], str]
+) -> None:
+    """The cut-over example with a real broker on both sides (the runner above gives it one
+    URL, so its new broker is a memory:// namespace there)."""
+    old_url, new_url = backend_url(old), backend_url(new)
+    output = run_example(EXAMPLES_DIR / "migration.py", old_url, new_url)
+    assert f"connected to {redact_url(new_url)}" in output
+    for line in MUST_SAY["migration.py"]:
         assert line in output
 
 
