@@ -256,35 +256,21 @@ def publish_samples(broker: Broker, topic: str, group: str, count: int) -> dict[
     return sent
 
 
-#: `drain` acks this many received messages at a time
-DRAIN_ACK_EVERY = 100
-
-
 def drain(broker: Broker, topic: str, group: str, *, expect: int, quiet: float) -> list[Message]:
-    """Receive until `expect` messages came, then until `quiet` seconds pass with nothing more
-    (so extras and duplicates are caught too). Acks go out a batch at a time, as a migration
-    sends them: acking each message before the next receive makes one ack call per message
-    where the backend batches acks (SQS: 2,000 DeleteMessageBatch calls instead of 200)."""
+    """Receive and ack until `expect` messages came, then until `quiet` seconds pass with
+    nothing more (so extras and duplicates are caught too). A batch at a time, as migrate
+    does: acking each message before the next receive sends one ack call per message where
+    the backend batches acks (SQS: 2,000 DeleteMessageBatch calls instead of 200)."""
     received: list[Message] = []
-    unacked: list[Message] = []
-
-    def take(message: Message | None) -> None:
-        if message is not None:
-            received.append(message)
-            unacked.append(message)
-        if message is None or len(unacked) >= DRAIN_ACK_EVERY:
-            for held in unacked:
-                held.ack()
-            unacked.clear()
-
     deadline = time.monotonic() + DEADLINE
-    with broker.subscribe(topic, group, prefetch=2 * DRAIN_ACK_EVERY) as subscription:
+    with broker.subscribe(topic, group, prefetch=200) as subscription:
         while len(received) < expect and time.monotonic() < deadline:
-            take(subscription.receive(timeout=1.0))
-        take(None)
-        while (message := subscription.receive(timeout=quiet)) is not None:
-            take(message)
-        take(None)
+            batch = subscription.receive_batch(timeout=1.0)
+            subscription.ack(batch)
+            received += batch
+        while batch := subscription.receive_batch(timeout=quiet):
+            subscription.ack(batch)
+            received += batch
     return received
 
 
