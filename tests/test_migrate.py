@@ -61,7 +61,7 @@ DEADLINE = 120.0
 BACKENDS = ("memory", "rabbitmq", "redis", "sqs", "kafka")
 #: backends also paired with themselves: those whose shared server gives each side a namespace
 #: cheaply. Not SQS (sqs-to-sqs took 28 s on moto, the slowest pair) nor Kafka (a cluster has
-#: no namespaces, so kafka-to-kafka needs a second broker; with one it passed, in 16 s)
+#: no namespaces, so kafka-to-kafka needs a second broker; with a second Tansu it took 16 s)
 SAME_BACKEND = ("memory", "rabbitmq", "redis")
 #: the session fixture (root conftest.py) of each real broker's shared server
 SERVER_FIXTURE = {
