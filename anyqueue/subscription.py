@@ -73,8 +73,6 @@ class Subscription:
         meanwhile). Waits while `prefetch` messages are held unsettled."""
         if self._closed:
             raise Closed(f"subscription to {self.topic!r} is closed")
-        if self._pending_acks:
-            self._flush_acks()
         with self._lock:  # fast path: a message is already leased and waiting
             if self._buffer and not (self._closed or self._draining):
                 self._held += 1
@@ -95,8 +93,6 @@ class Subscription:
             raise ConfigError(f"max_messages must be at least 1, not {max_messages}")
         if self._closed:
             raise Closed(f"subscription to {self.topic!r} is closed")
-        if self._pending_acks:
-            self._flush_acks()
         return self._take(max_messages or self.prefetch, timeout)
 
     def _take(self, wanted: int, timeout: float | None) -> list[Message]:

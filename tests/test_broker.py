@@ -267,3 +267,43 @@ def test_a_batched_ack_is_sent_soon_even_if_the_subscriber_goes_idle() -> None:
             time.sleep(0.01)
         assert driver.ack_calls == [1]
     broker.close()
+
+
+def _batching_broker() -> tuple[anyqueue.Broker, _BatchingDriver]:
+    url = BrokerURL.parse(f"memory://{uuid.uuid4().hex}")
+    driver = _BatchingDriver(url, MemoryOptions())
+    return anyqueue.Broker(registry.for_scheme("memory"), driver, url, []), driver
+
+
+def test_receive_then_ack_one_at_a_time_sends_acks_in_full_batches() -> None:
+    """The usual loop (receive, ack, receive...) must not flush a batch on every receive: on
+    SQS that would be one DeleteMessageBatch request per message instead of one per ten."""
+    broker, driver = _batching_broker()
+    broker.declare("t", "g")
+    broker.publish_batch("t", [b"x"] * 30)
+    with broker.subscribe("t", "g", prefetch=30) as sub:
+        for _ in range(30):
+            message = sub.receive(timeout=2)
+            assert message is not None
+            message.ack()
+        assert driver.ack_calls == [10, 10, 10]
+    broker.close()
+
+
+def test_a_batch_acked_at_once_is_one_driver_call_per_ack_batch() -> None:
+    broker, driver = _batching_broker()
+    broker.declare("t", "g")
+    broker.publish_batch("t", [b"x"] * 25)
+    with broker.subscribe("t", "g", prefetch=25) as sub:
+        received: list[anyqueue.Message] = []
+        deadline = time.monotonic() + 5
+        while len(received) < 25 and time.monotonic() < deadline:
+            received += sub.receive_batch(timeout=1)
+        assert len(received) == 25
+        sub.ack(received)
+        sub.ack(received)  # already settled: nothing more is sent
+        assert driver.ack_calls == [25]
+    # everything was acked: nothing comes back
+    with broker.subscribe("t", "g") as sub:
+        assert sub.receive_batch(timeout=0.2) == []
+    broker.close()
