@@ -50,8 +50,10 @@ def queue_names(raw: dict[str, Any], prefix: str) -> list[str]:
 
 
 def subscriptions(raw: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    found = raw["sns"].list_subscriptions()["Subscriptions"]
-    return [s for s in found if f":{prefix}" in s["TopicArn"]]
+    """The SNS subscriptions of this test's topics (every page: the session's shared server
+    holds other tests' subscriptions too, and a page has 100)."""
+    pages = raw["sns"].get_paginator("list_subscriptions").paginate()
+    return [s for page in pages for s in page["Subscriptions"] if f":{prefix}" in s["TopicArn"]]
 
 
 def free_port() -> int:
