@@ -729,13 +729,7 @@ class RedisSubscription(SubscriptionDriver):
                 # the write failed, perhaps half-way (the reply sent, not the ack): send it
                 # again; after the reconnect the lease is no longer ours, so only the reply goes
                 # (a duplicate is dropped by the requester) and the request comes back
-                if not is_retryable(err) or self._driver.link.closed:
-                    raise
-                now = time.monotonic()
-                failing_since = failing_since if failing_since is not None else now
-                if now - failing_since >= self._driver.options.retry_timeout:
-                    raise
-                time.sleep(0.05)
+                failing_since = self._pause_before_retry(err, failing_since)
 
     def _settle(
         self,
@@ -768,13 +762,22 @@ class RedisSubscription(SubscriptionDriver):
                             self._unconfirmed.append(sent)
                     return
             except RETRYABLE as err:
-                if not is_retryable(err) or self._driver.link.closed:
-                    raise
-                now = time.monotonic()
-                failing_since = failing_since if failing_since is not None else now
-                if now - failing_since >= self._driver.options.retry_timeout:
-                    raise
-                time.sleep(0.05)
+                failing_since = self._pause_before_retry(err, failing_since)
+
+    def _pause_before_retry(self, err: Exception, failing_since: float | None) -> float:
+        """A settling write failed: re-raise `err` unless it is worth retrying and has been
+        failing for less than `retry_timeout`; otherwise pause briefly. Returns when the
+        failures began, for the next call."""
+        now = time.monotonic()
+        failing_since = now if failing_since is None else failing_since
+        if (
+            not is_retryable(err)
+            or self._driver.link.closed
+            or now - failing_since >= self._driver.options.retry_timeout
+        ):
+            raise err
+        time.sleep(0.05)
+        return failing_since
 
     def _settler_ready(self) -> str:
         """With the lock held: make the settling connection ready for the next command, and
