@@ -99,6 +99,8 @@ def test_unreachable_endpoint_is_a_connection_error_without_the_secret() -> None
         "sqs://us-east-1?retention_seconds=10",
         "sqs://us-east-1?fifo=maybe",
         "sqs://us-east-1?no_such_option=1",
+        "sqs://us-east-1?publish_concurrency=0",
+        "sqs://us-east-1?publish_concurrency=9&max_pool_connections=8",
         "sqs://only-key-id@us-east-1",
     ],
 )
@@ -217,6 +219,86 @@ def test_publish_batch_respects_the_aggregate_size_limit(broker: anyqueue.Broker
                 got[message.id] = message.body
                 message.ack()
     assert got == dict(zip(ids, bodies))
+
+
+class InFlight:
+    """Wraps a client's publish_batch: counts the calls in flight at once, can fail one."""
+
+    def __init__(self, publish_batch: Any, fail_call: int | None = None) -> None:
+        self._publish_batch = publish_batch
+        self._fail_call = fail_call
+        self._lock = threading.Lock()
+        self.calls = self.now = self.most = 0
+
+    def __call__(self, **request: Any) -> Any:
+        with self._lock:
+            self.calls += 1
+            number = self.calls
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.05)  # a round trip to AWS, long enough for the others to start
+            if number == self._fail_call:
+                raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://sns")
+            return self._publish_batch(**request)
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+def received_bodies(broker: anyqueue.Broker, topic: str, count: int) -> list[bytes]:
+    bodies: list[bytes] = []
+    with broker.subscribe(topic, "g", prefetch=10) as sub:
+        deadline = time.monotonic() + 60
+        while len(bodies) < count and time.monotonic() < deadline:
+            batch = sub.receive_batch(timeout=2)
+            bodies += [message.body for message in batch]
+            sub.ack(batch)
+        assert sub.receive(timeout=0.5) is None, "nothing more than was published"
+    return bodies
+
+
+def test_standard_topics_publish_batches_concurrently(moto_endpoint: str, prefix: str) -> None:
+    url = sqs_url(moto_endpoint, prefix=prefix, publish_concurrency=3)
+    with anyqueue.connect(url) as broker:
+        broker.declare("wide", "g")
+        driver = broker._driver
+        assert isinstance(driver, SQSDriver)
+        counter = InFlight(driver.sns.publish_batch)
+        driver.sns.publish_batch = counter
+        bodies = [b"%d" % i for i in range(95)]
+        broker.publish_batch("wide", bodies)
+        assert (counter.calls, counter.most) == (10, 3)
+        assert sorted(received_bodies(broker, "wide", 95)) == sorted(bodies)
+
+
+def test_fifo_topics_publish_batches_one_after_the_other(moto_endpoint: str, prefix: str) -> None:
+    with anyqueue.connect(sqs_url(moto_endpoint, prefix=prefix, fifo=True)) as broker:
+        broker.declare("narrow", "g")
+        driver = broker._driver
+        assert isinstance(driver, SQSDriver)
+        counter = InFlight(driver.sns.publish_batch)
+        driver.sns.publish_batch = counter
+        bodies = [b"%d" % i for i in range(35)]
+        broker.publish_batch("narrow", bodies)
+        assert (counter.calls, counter.most) == (4, 1)
+        assert received_bodies(broker, "narrow", 35) == bodies  # keyless: one order
+
+
+def test_a_failed_concurrent_batch_fails_the_publish_after_the_others(
+    moto_endpoint: str, prefix: str
+) -> None:
+    with anyqueue.connect(sqs_url(moto_endpoint, prefix=prefix)) as broker:
+        broker.declare("partial", "g")
+        driver = broker._driver
+        assert isinstance(driver, SQSDriver)
+        counter = InFlight(driver.sns.publish_batch, fail_call=2)
+        driver.sns.publish_batch = counter
+        with pytest.raises(anyqueue.ConnectionError):
+            broker.publish_batch("partial", [b"%d" % i for i in range(40)])
+        assert counter.now == 0, "every call had finished when publish raised"
+        # the other three batches were published: at least once, never silently lost
+        assert len(received_bodies(broker, "partial", 30)) == 30
 
 
 def test_oversized_encoding_sends_nothing_of_the_batch(broker: anyqueue.Broker) -> None:

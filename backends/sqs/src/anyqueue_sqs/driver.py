@@ -5,7 +5,7 @@ URL: `sqs://REGION[?option=value...]`, e.g. `sqs://us-east-1`, or against a loca
 URL, the `aws_*` options or boto3's usual chain (environment, profile, instance role); the secret
 key is never shown. Options: `endpoint_url`, `fifo`, `prefix`, `visibility_timeout`,
 `retention_seconds`, `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token`,
-`profile`, `max_retries`, `connect_timeout`, `max_pool_connections`.
+`profile`, `max_retries`, `connect_timeout`, `max_pool_connections`, `publish_concurrency`.
 
 | feature             | sqs://                                                              |
 |---------------------|---------------------------------------------------------------------|
@@ -21,12 +21,14 @@ key is never shown. Options: `endpoint_url`, `fifo`, `prefix`, `visibility_timeo
 | request/reply       | a temporary reply queue per connection, deleted on close             |
 
 Receives long-poll (WaitTimeSeconds) and take up to 10 messages; publishes go out in
-PublishBatch calls of up to 10; acks are batched by the core in tens. The naming of queues and
+PublishBatch calls of up to 10 (on standard topics up to `publish_concurrency` calls at once);
+acks are batched by the core in tens. The naming of queues and
 topics is in `naming.py`, the wire format in `codec.py`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -44,7 +46,7 @@ import botocore.exceptions
 from anyqueue.capabilities import Capabilities
 from anyqueue.config import BrokerURL, secret
 from anyqueue.driver import Driver, Inbox, SubscriptionDriver
-from anyqueue.errors import ConfigError, ConnectionError, Error
+from anyqueue.errors import Closed, ConfigError, ConnectionError, Error
 from anyqueue.message import Message
 
 from . import codec, naming
@@ -125,6 +127,9 @@ class SQSOptions:
     connect_timeout: float = 5.0
     #: HTTP connections per client, shared by all threads using this connection
     max_pool_connections: int = 32
+    #: PublishBatch calls one connection has in flight at once on standard topics (FIFO topics
+    #: publish one batch after the other, to keep each key's order)
+    publish_concurrency: int = 4
 
     def __post_init__(self) -> None:
         if not naming.PREFIX_PATTERN.fullmatch(self.prefix):
@@ -142,6 +147,11 @@ class SQSOptions:
         if self.max_retries < 0 or self.connect_timeout <= 0 or self.max_pool_connections < 1:
             raise ConfigError(
                 "max_retries must be >= 0, connect_timeout > 0 and max_pool_connections >= 1"
+            )
+        if not 1 <= self.publish_concurrency <= self.max_pool_connections:
+            raise ConfigError(
+                f"publish_concurrency must be between 1 and max_pool_connections "
+                f"({self.max_pool_connections}), not {self.publish_concurrency}"
             )
 
 
@@ -376,6 +386,7 @@ class SQSDriver(Driver):
         self._topic_arns: dict[str, str] = {}
         self._queue_urls: dict[tuple[str, str], str] = {}
         self._subscriptions: set[SQSSubscription] = set()
+        self._publishers: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
         try:
             self.sqs, self.sns = open_clients(url, options)
@@ -474,23 +485,48 @@ class SQSDriver(Driver):
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        """PublishBatch calls of up to 10 messages. On a standard topic up to
+        `publish_concurrency` of them are in flight at once (a batch costs a round trip, and
+        standard queues promise no order); on a FIFO topic one after the other, so that each
+        key's messages arrive in the order given. Returns once every call succeeded; if one
+        failed, raises its error after the others finished (some messages may be published)."""
         # encode (and size-check) everything before anything is sent
         encoded = [codec.encode(message) for message in messages]
         topic_arn = self._topic_arn(topic)
-        for batch in self._batches(messages, encoded):
-            entries = [
-                self._entry(str(i), message, form) for i, (message, form) in enumerate(batch)
-            ]
-            response = self.sns.publish_batch(
-                TopicArn=topic_arn, PublishBatchRequestEntries=entries
+        batches = list(self._batches(messages, encoded))
+        if self._fifo or len(batches) == 1 or self.options.publish_concurrency == 1:
+            for batch in batches:
+                self._publish_batch(topic, topic_arn, batch)
+            return
+        pool = self._publisher_pool()
+        calls = [pool.submit(self._publish_batch, topic, topic_arn, batch) for batch in batches]
+        concurrent.futures.wait(calls)
+        for call in calls:
+            call.result()  # the first failure, in the order given
+
+    def _publish_batch(
+        self, topic: str, topic_arn: str, batch: list[tuple[Message, codec.Encoded]]
+    ) -> None:
+        entries = [self._entry(str(i), message, form) for i, (message, form) in enumerate(batch)]
+        response = self.sns.publish_batch(TopicArn=topic_arn, PublishBatchRequestEntries=entries)
+        failed = response.get("Failed") or []
+        if failed:
+            first = failed[0]
+            raise Error(
+                f"SNS refused {len(failed)} of {len(entries)} messages for {topic!r}, e.g. "
+                f"{first.get('Code')}: {first.get('Message')}"
             )
-            failed = response.get("Failed") or []
-            if failed:
-                first = failed[0]
-                raise Error(
-                    f"SNS refused {len(failed)} of {len(entries)} messages for {topic!r}, e.g. "
-                    f"{first.get('Code')}: {first.get('Message')}"
+
+    def _publisher_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise Closed("the SQS connection is closed")
+            if self._publishers is None:
+                self._publishers = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.options.publish_concurrency,
+                    thread_name_prefix="anyqueue-sqs-publish",
                 )
+            return self._publishers
 
     @staticmethod
     def _batches(
@@ -625,6 +661,9 @@ class SQSDriver(Driver):
                 return
             self._closed = True
             subscriptions = list(self._subscriptions)
+            publishers, self._publishers = self._publishers, None
+        if publishers is not None:
+            publishers.shutdown(wait=True)  # a publish still running finishes first
         failures: list[BaseException] = []
         for subscription in subscriptions:
             try:
