@@ -142,7 +142,11 @@ class Broker:
     def publish_batch(self, topic: str, messages: Iterable[Message | Body]) -> list[str]:
         """Publish several messages; return their ids, in order, once all are accepted."""
         batch = [
-            _copy_outgoing(item) if isinstance(item, Message) else Message(item)
+            Message.outgoing(item)
+            if type(item) is bytes
+            else _copy_outgoing(item)
+            if isinstance(item, Message)
+            else Message(item)
             for item in messages
         ]
         return self._publish_messages(topic, batch) if batch else []
@@ -153,6 +157,7 @@ class Broker:
             check_name(topic)
             self._checked_topics.add(topic)
         limit = self.capabilities.max_body_bytes
+        unnamed = []
         for message in messages:
             if len(message.body) > limit:
                 raise MessageTooLarge(
@@ -163,7 +168,9 @@ class Broker:
             if message.key is not None and not isinstance(message.key, str):
                 raise TypeError(f"key must be str or None, not {type(message.key).__name__}")
             if not message.id:
-                message.id = new_id()
+                unnamed.append(message)
+        for message, message_id in zip(unnamed, new_id.many(len(unnamed))):
+            message.id = message_id
         self._call(self._driver.publish, topic, messages)
         return [message.id for message in messages]
 

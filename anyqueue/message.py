@@ -72,13 +72,19 @@ class _IdFactory:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._prefix = secrets.token_hex(8)
-        self._counter = itertools.count(1)
+        # each next() formats one counter value, in C: unique across threads without a lock
+        self._ids = map((secrets.token_hex(8) + "%010x").__mod__, itertools.count(1))
 
     def __call__(self) -> str:
         if self._check_pid and os.getpid() != self._pid:
             self._reset()
-        return f"{self._prefix}{next(self._counter):010x}"
+        return next(self._ids)
+
+    def many(self, count: int) -> list[str]:
+        """`count` new ids at once (a batch being published)."""
+        if self._check_pid and os.getpid() != self._pid:
+            self._reset()
+        return list(itertools.islice(self._ids, count))
 
 
 new_id = _IdFactory()
@@ -173,6 +179,26 @@ class Message:
         message.delivery_count = delivery_count
         message.redelivered = delivery_count > 1
         message.receipt = receipt
+        message._subscription = None
+        message._settled = False
+        return message
+
+    @classmethod
+    def outgoing(cls, body: bytes) -> Message:
+        """A new message of a bytes body and nothing else, as `publish_batch` builds one per
+        bytes item: `Message(body)` without the checks its other arguments need."""
+        message = cls.__new__(cls)
+        message.body = body
+        message.content_type = OCTET_STREAM
+        message.key = None
+        message.headers = {}
+        message.id = ""
+        message.correlation_id = None
+        message.reply_to = None
+        message.topic = ""
+        message.delivery_count = 0
+        message.redelivered = False
+        message.receipt = None
         message._subscription = None
         message._settled = False
         return message

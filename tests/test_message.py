@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import threading
+
 import pytest
 
 import anyqueue
@@ -41,6 +44,51 @@ def test_headers_must_be_strings() -> None:
 def test_ids_are_unique() -> None:
     ids = {new_id() for _ in range(10000)}
     assert len(ids) == 10000
+
+
+def test_ids_taken_in_batches_from_many_threads_are_unique() -> None:
+    taken: list[list[str]] = []
+
+    def take() -> None:
+        mine = []
+        for size in (1, 7, 100, 1000) * 5:
+            mine += new_id.many(size) if size > 1 else [new_id()]
+        taken.append(mine)
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [one for mine in taken for one in mine]
+    assert len(every) == 8 * 5 * 1108
+    assert len(set(every)) == len(every)
+    assert new_id.many(0) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_takes_other_ids() -> None:
+    read, write = os.pipe()
+    new_id()  # the parent's generator is in use before the fork
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, " ".join([new_id(), *new_id.many(3)]).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read().split()
+    ours = [new_id(), *new_id.many(3)]
+    assert len(theirs) == 4
+    assert {id_[:16] for id_ in theirs} != {id_[:16] for id_ in ours}
+    assert not set(theirs) & set(ours)
+
+
+def test_an_outgoing_message_is_what_message_of_bytes_builds() -> None:
+    fast, checked = anyqueue.Message.outgoing(b"\x00body"), anyqueue.Message(b"\x00body")
+    assert {name: getattr(fast, name) for name in anyqueue.Message.__slots__} == {
+        name: getattr(checked, name) for name in anyqueue.Message.__slots__
+    }
 
 
 def test_unsubscribed_message_settles_silently() -> None:
