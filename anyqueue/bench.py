@@ -2,9 +2,9 @@
 
 For each URL it measures, on a fresh topic named `anyqueue-bench-<run id>`:
 
-- publish: `publish_batch` in batches of 100 to a durable group declared first, until the
-  broker accepted every message;
-- consume+ack: one subscription (`prefetch=100`) receives every message with `receive_batch`
+- publish: `publish_batch` in batches of `batch` (100) to a durable group declared first,
+  until the broker accepted every message;
+- consume+ack: one subscription (`prefetch=batch`) receives every message with `receive_batch`
   and acks each batch with one `ack(batch)` call (as the raw-client baselines receive and
   settle in batches), from the first delivery to the last ack flushed (so a consumer-group
   join is not counted as throughput);
@@ -31,7 +31,7 @@ from .config import BrokerURL, scrub
 from .errors import ConfigError, Error, Timeout
 from .plugins import import_string, registry
 
-#: messages per publish_batch call and the subscription's prefetch
+#: messages per publish_batch call and the subscription's prefetch, unless told otherwise
 BATCH = 100
 
 #: the figures a run produces (anyqueue side and baseline share these keys)
@@ -57,6 +57,7 @@ class BenchResult:
     messages: int
     body_size: int
     requests: int
+    batch: int = BATCH
     figures: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] | None = None
     baseline_error: str | None = None
@@ -87,6 +88,7 @@ class BenchResult:
             "messages": self.messages,
             "body_size": self.body_size,
             "requests": self.requests,
+            "batch": self.batch,
             "anyqueue": with_combined(self.figures),
             "baseline": with_combined(self.baseline) if self.baseline is not None else None,
             "ratio": self.ratios() or None,
@@ -122,6 +124,7 @@ def measure(
     messages: int,
     body_size: int,
     requests: int,
+    batch: int = BATCH,
     progress: Progress = _no_progress,
     idle_timeout: float = 30.0,
 ) -> dict[str, float]:
@@ -132,8 +135,8 @@ def measure(
     figures: dict[str, float] = {}
     if messages > 0:
         broker.declare(topic, "bench")
-        figures["publish_per_s"] = _publish(broker, topic, body, messages, progress)
-        figures["consume_per_s"] = _consume(broker, topic, messages, progress, idle_timeout)
+        figures["publish_per_s"] = _publish(broker, topic, body, messages, batch, progress)
+        figures["consume_per_s"] = _consume(broker, topic, messages, batch, progress, idle_timeout)
     if requests > 0:
         latencies = _request_reply(broker, f"{topic}-rpc", body, requests, progress)
         figures["request_p50_ms"] = percentile(latencies, 50) * 1000
@@ -141,11 +144,13 @@ def measure(
     return figures
 
 
-def _publish(broker: Broker, topic: str, body: bytes, messages: int, progress: Progress) -> float:
+def _publish(
+    broker: Broker, topic: str, body: bytes, messages: int, batch: int, progress: Progress
+) -> float:
     sent = 0
     start = time.perf_counter()
     while sent < messages:
-        count = min(BATCH, messages - sent)
+        count = min(batch, messages - sent)
         broker.publish_batch(topic, [body] * count)
         sent += count
         progress("publish", count)
@@ -153,23 +158,28 @@ def _publish(broker: Broker, topic: str, body: bytes, messages: int, progress: P
 
 
 def _consume(
-    broker: Broker, topic: str, messages: int, progress: Progress, idle_timeout: float
+    broker: Broker,
+    topic: str,
+    messages: int,
+    batch: int,
+    progress: Progress,
+    idle_timeout: float,
 ) -> float:
     received = 0
     first_at = 0.0
-    with broker.subscribe(topic, "bench", prefetch=BATCH) as subscription:
+    with broker.subscribe(topic, "bench", prefetch=batch) as subscription:
         while received < messages:
-            batch = subscription.receive_batch(timeout=idle_timeout)
-            if not batch:
+            arrived = subscription.receive_batch(timeout=idle_timeout)
+            if not arrived:
                 raise Timeout(
                     f"only {received} of {messages} published messages came back "
                     f"(nothing for {idle_timeout:g}s)"
                 )
             if received == 0:
                 first_at = time.perf_counter()
-            subscription.ack(batch)
-            received += len(batch)
-            progress("consume+ack", len(batch))
+            subscription.ack(arrived)
+            received += len(arrived)
+            progress("consume+ack", len(arrived))
     # closing flushed any batched acks: they count
     elapsed = time.perf_counter() - first_at
     # intervals between the first delivery and the last ack: one message fewer than received
@@ -196,11 +206,15 @@ def run(
     messages: int = 10_000,
     body_size: int = 100,
     requests: int = 200,
+    batch: int = BATCH,
     baseline: bool = True,
     progress: Progress = _no_progress,
     idle_timeout: float = 30.0,
 ) -> BenchResult:
     """Benchmark one URL (and its backend's baseline unless `baseline=False`).
+
+    `batch` is the messages per `publish_batch` call and the subscription's prefetch; it is
+    passed on to the baseline, which uses it wherever its client has such a batch.
 
     A failure is recorded in the result (`error`, `baseline_error`), not raised, so a table of
     several URLs still shows the others; bad arguments raise ConfigError.
@@ -210,6 +224,8 @@ def run(
             raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}")
     if not isinstance(body_size, int) or body_size < 0:
         raise ConfigError(f"body_size must be a whole number >= 0, not {body_size!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch must be a whole number >= 1, not {batch!r}")
     parsed = BrokerURL.parse(url)
     secrets = parsed.secrets()
     result = BenchResult(
@@ -218,6 +234,7 @@ def run(
         messages=messages,
         body_size=body_size,
         requests=requests,
+        batch=batch,
     )
     try:
         spec = registry.for_scheme(parsed.scheme)
@@ -228,6 +245,7 @@ def run(
                 messages=messages,
                 body_size=body_size,
                 requests=requests,
+                batch=batch,
                 progress=progress,
                 idle_timeout=idle_timeout,
             )
@@ -239,7 +257,7 @@ def run(
         try:
             measure_baseline = import_string(spec.baseline)
             figures = measure_baseline(
-                url, messages=messages, body_size=body_size, requests=requests
+                url, messages=messages, body_size=body_size, requests=requests, batch=batch
             )
             result.baseline = {k: float(v) for k, v in figures.items() if k in FIGURES}
         except Exception as err:  # a baseline is an extra: report its failure, keep the run
@@ -300,8 +318,8 @@ def format_table(results: Sequence[BenchResult]) -> str:
         first = results[0]
         out.append("")
         out.append(
-            f"{first.messages:,} messages of {first.body_size:,} bytes, "
-            f"{first.requests:,} sequential requests per URL"
+            f"{first.messages:,} messages of {first.body_size:,} bytes in batches of "
+            f"{first.batch:,}, {first.requests:,} sequential requests per URL"
         )
         if any(result.baseline is not None for result in results):
             out.append(

@@ -443,6 +443,15 @@ def _write(out: IO[bytes], data: bytes) -> bool:
     show_default=True,
     help="Sequential request/reply round trips per URL.",
 )
+@click.option(
+    "--batch",
+    "-b",
+    type=click.IntRange(min=1),
+    default=bench_module.BATCH,
+    show_default=True,
+    help="Messages per publish_batch call and the subscription's prefetch; the baselines "
+    "use it where their client has such a batch.",
+)
 @click.option("--no-baseline", is_flag=True, help="Skip the backends' raw-client baselines.")
 @click.option(
     "--format",
@@ -456,6 +465,7 @@ def bench(
     messages: int,
     body_size: int,
     requests: int,
+    batch: int,
     no_baseline: bool,
     output_format: str,
 ) -> None:
@@ -474,6 +484,7 @@ def bench(
                     messages=messages,
                     body_size=body_size,
                     requests=requests,
+                    batch=batch,
                     baseline=not no_baseline,
                     progress=progress,
                 )

@@ -42,7 +42,9 @@ class BackendSpec:
     distribution: str
     capabilities: Capabilities
     description: str = ""
-    #: optional raw-client benchmark ("module:function") that `anyqueue bench` runs alongside
+    #: optional raw-client benchmark ("module:function") that `anyqueue bench` runs alongside,
+    #: called as `baseline(url, *, messages, body_size, requests, batch)` and returning the
+    #: figures of `anyqueue.bench.FIGURES` it measured
     baseline: str | None = None
     #: optional conformance harness class ("module:Class") with the backend's failure hooks
     harness: str | None = None

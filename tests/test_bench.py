@@ -57,7 +57,33 @@ def test_table_shows_the_figures(url: str) -> None:
     assert row.startswith(url)
     assert "anyqueue" in row
     assert "-" not in row.split("anyqueue")[1]  # every column has a figure
-    assert "200 messages of 100 bytes" in table
+    assert "200 messages of 100 bytes in batches of 100" in table
+
+
+def test_batch_sets_publish_calls_and_prefetch(
+    url: str, monkeypatch: pytest.MonkeyPatch, memory_with_baseline: list[dict[str, int]]
+) -> None:
+    published: list[int] = []
+    prefetches: list[int] = []
+    real_publish_batch, real_subscribe = anyqueue.Broker.publish_batch, anyqueue.Broker.subscribe
+
+    def publish_batch(self: anyqueue.Broker, topic: str, messages: list[bytes]) -> list[str]:
+        published.append(len(messages))
+        return real_publish_batch(self, topic, messages)
+
+    def subscribe(self: anyqueue.Broker, *args: object, **options: object) -> object:
+        prefetches.append(options["prefetch"])  # type: ignore[arg-type]
+        return real_subscribe(self, *args, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(anyqueue.Broker, "publish_batch", publish_batch)
+    monkeypatch.setattr(anyqueue.Broker, "subscribe", subscribe)
+    result = bench.run(url, messages=250, requests=0, batch=60)
+    assert published == [60, 60, 60, 60, 10]
+    assert prefetches == [60]
+    assert memory_with_baseline[0]["batch"] == 60
+    assert result.to_dict()["batch"] == 60
+    with pytest.raises(anyqueue.ConfigError, match="batch"):
+        bench.run(url, messages=10, batch=0)
 
 
 def test_json_output(url: str) -> None:
@@ -106,8 +132,12 @@ def memory_with_baseline(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[
 
     calls: list[dict[str, int]] = []
 
-    def baseline(url: str, *, messages: int, body_size: int, requests: int) -> dict[str, float]:
-        calls.append({"messages": messages, "body_size": body_size, "requests": requests})
+    def baseline(
+        url: str, *, messages: int, body_size: int, requests: int, batch: int
+    ) -> dict[str, float]:
+        calls.append(
+            {"messages": messages, "body_size": body_size, "requests": requests, "batch": batch}
+        )
         queue: collections.deque[bytes] = collections.deque()
         body = b"x" * body_size
         start = time.perf_counter()
@@ -139,7 +169,9 @@ def memory_with_baseline(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[
 
 def test_baseline_runs_and_ratios_are_shown(url: str, memory_with_baseline: list) -> None:
     result = bench.run(url, messages=150, body_size=10, requests=3)
-    assert memory_with_baseline == [{"messages": 150, "body_size": 10, "requests": 3}]
+    assert memory_with_baseline == [
+        {"messages": 150, "body_size": 10, "requests": 3, "batch": bench.BATCH}
+    ]
     assert result.baseline is not None
     assert set(result.ratios()) == {"publish_per_s", "consume_per_s", "combined_per_s"}
     lines = bench.format_table([result]).splitlines()

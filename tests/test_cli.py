@@ -181,10 +181,13 @@ def test_bench_table_and_json(url: str) -> None:
     assert table.exit_code == 0, table.output
     assert "publish/s" in table.stdout
     assert url in table.stdout
-    measured = invoke("bench", url, "-m", "200", "-r", "5", "--format", "json", "--no-baseline")
+    measured = invoke(
+        "bench", url, "-m", "200", "-r", "5", "-b", "40", "--format", "json", "--no-baseline"
+    )
     assert measured.exit_code == 0
     [record] = json.loads(measured.stdout)
     assert record["url"] == url
+    assert record["batch"] == 40
     assert record["anyqueue"]["publish_per_s"] > 0
     assert record["anyqueue"]["combined_per_s"] > 0
     assert record["anyqueue"]["request_p99_ms"] >= record["anyqueue"]["request_p50_ms"] > 0

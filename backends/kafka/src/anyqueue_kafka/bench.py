@@ -35,8 +35,14 @@ from .driver import KafkaDriver, KafkaOptions, librdkafka_settings
 PATIENCE = 60.0
 
 
-def baseline(url: str, *, messages: int, body_size: int, requests: int) -> dict[str, float]:
-    """Measure publish/s, consume+ack/s and request/reply latency with plain confluent-kafka."""
+def baseline(
+    url: str, *, messages: int, body_size: int, requests: int, batch: int = 100
+) -> dict[str, float]:
+    """Measure publish/s, consume+ack/s and request/reply latency with plain confluent-kafka.
+
+    `batch` is not used: the baseline always produces everything before its one flush and
+    consumes 500 records at a time. anyqueue's side waits for delivery once per `batch`, so
+    `anyqueue bench --batch N` with N = the message count compares like with like."""
     parsed = BrokerURL.parse(url)
     options: KafkaOptions = parse_options(KafkaOptions, parsed.query, {})
     common = {

@@ -3,9 +3,9 @@
 The same work as anyqueue's side, done the best way plain pika allows, single-threaded:
 
 - publish: persistent messages to a durable topic exchange bound to a durable queue, in batches
-  of 100 on a confirm-mode SelectConnection channel, each batch's confirms awaited (pipelined,
-  not one round trip per message);
-- consume+ack: basic.qos prefetch 100, one basic.ack per message, from the first delivery to
+  of `batch` (100, as anyqueue's side publishes) on a confirm-mode SelectConnection channel,
+  each batch's confirms awaited (pipelined, not one round trip per message);
+- consume+ack: basic.qos prefetch `batch`, one basic.ack per message, from the first delivery to
   the last ack (a SelectConnection, no extra thread);
 - request/reply: direct reply-to (`amq.rabbitmq.reply-to`) with a server on its own connection
   and thread; sequential requests after one warm-up, p50 / p99 latency.
@@ -30,10 +30,10 @@ from anyqueue.config import BrokerURL, parse_options
 from .driver import RabbitOptions, connection_parameters
 from .topology import DIRECT_REPLY_TO
 
-BATCH = 100
 
-
-def baseline(url: str, *, messages: int, body_size: int, requests: int) -> dict[str, float]:
+def baseline(
+    url: str, *, messages: int, body_size: int, requests: int, batch: int = 100
+) -> dict[str, float]:
     """Measure plain pika on `url`: publish_per_s, consume_per_s, request_p50/p99_ms."""
     parsed = BrokerURL.parse(url)
     options = parse_options(RabbitOptions, parsed.query, {})
@@ -49,8 +49,8 @@ def baseline(url: str, *, messages: int, body_size: int, requests: int) -> dict[
         channel.queue_declare(queue, durable=True)
         channel.queue_bind(queue, exchange, routing_key="bench")
         if messages > 0:
-            figures["publish_per_s"] = _publish(parameters, exchange, body, messages)
-            figures["consume_per_s"] = _consume(parameters, queue, messages)
+            figures["publish_per_s"] = _publish(parameters, exchange, body, messages, batch)
+            figures["consume_per_s"] = _consume(parameters, queue, messages, batch)
         if requests > 0:
             latencies = _request_reply(parameters, queue, body, requests)
             latencies.sort()
@@ -97,7 +97,7 @@ def _run(parameters: pika.ConnectionParameters, on_channel: Any) -> None:
 
 
 def _publish(
-    parameters: pika.ConnectionParameters, exchange: str, body: bytes, messages: int
+    parameters: pika.ConnectionParameters, exchange: str, body: bytes, messages: int, batch: int
 ) -> float:
     properties = pika.BasicProperties(delivery_mode=2, content_type="application/octet-stream")
     sent = outstanding = confirmed_up_to = 0
@@ -106,7 +106,7 @@ def _publish(
     def on_channel(connection: SelectConnection, channel: pika.channel.Channel) -> None:
         def send_batch() -> None:
             nonlocal sent, outstanding
-            count = min(BATCH, messages - sent)
+            count = min(batch, messages - sent)
             for _ in range(count):
                 channel.basic_publish(exchange, "bench", body, properties)
             sent += count
@@ -142,7 +142,7 @@ def _publish(
     return messages / (finished - started)
 
 
-def _consume(parameters: pika.ConnectionParameters, queue: str, messages: int) -> float:
+def _consume(parameters: pika.ConnectionParameters, queue: str, messages: int, batch: int) -> float:
     received = 0
     first = last = 0.0
 
@@ -160,7 +160,7 @@ def _consume(parameters: pika.ConnectionParameters, queue: str, messages: int) -
                 connection.close()
 
         channel.basic_qos(
-            prefetch_count=BATCH,
+            prefetch_count=batch,
             callback=lambda _frame: channel.basic_consume(queue, arrived),
         )
 

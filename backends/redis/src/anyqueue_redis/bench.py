@@ -1,7 +1,7 @@
 """The raw redis-py baseline that `anyqueue bench redis://...` compares anyqueue against.
 
 Each figure is redis-py done the best way for that job, on keys of its own:
-- publish: LPUSH pipelined 100 at a time (the batch size anyqueue's bench publishes with);
+- publish: LPUSH pipelined `batch` (100) at a time, the batch size anyqueue's side publishes with;
 - consume+ack: the reliable-queue pattern, BLMOVE from the queue to a processing list, then
   LREM from it as the ack, one message at a time;
 - request/reply: a server thread BRPOPs requests and LPUSHes each reply to the caller's own
@@ -22,11 +22,10 @@ from anyqueue.config import BrokerURL, parse_options
 
 from .connection import plain_client
 
-#: LPUSH commands per pipeline round trip
-PIPELINE = 100
 
-
-def baseline(url: str, *, messages: int, body_size: int, requests: int) -> dict[str, float]:
+def baseline(
+    url: str, *, messages: int, body_size: int, requests: int, batch: int = 100
+) -> dict[str, float]:
     """Measure the raw client on the server at `url`; keys are removed afterwards."""
     from .driver import RedisDriver
 
@@ -37,7 +36,7 @@ def baseline(url: str, *, messages: int, body_size: int, requests: int) -> dict[
     figures: dict[str, float] = {}
     try:
         if messages > 0:
-            figures["publish_per_s"] = _publish(client, f"{prefix}:queue", body, messages)
+            figures["publish_per_s"] = _publish(client, f"{prefix}:queue", body, messages, batch)
             figures["consume_per_s"] = _consume(client, f"{prefix}:queue", messages)
         if requests > 0:
             latencies = _request_reply(client, prefix, body, requests)
@@ -50,11 +49,11 @@ def baseline(url: str, *, messages: int, body_size: int, requests: int) -> dict[
     return figures
 
 
-def _publish(client: redis.Redis, queue: str, body: bytes, messages: int) -> float:
+def _publish(client: redis.Redis, queue: str, body: bytes, messages: int, batch: int) -> float:
     start = time.perf_counter()
     sent = 0
     while sent < messages:
-        count = min(PIPELINE, messages - sent)
+        count = min(batch, messages - sent)
         pipe = client.pipeline(transaction=False)
         for _ in range(count):
             pipe.lpush(queue, body)

@@ -31,8 +31,11 @@ from .driver import BATCH_LIMIT, SQSOptions, open_clients
 IDLE_TIMEOUT = 30.0
 
 
-def baseline(url: str, *, messages: int, body_size: int, requests: int) -> dict[str, float]:
-    """publish_per_s, consume_per_s, request_p50_ms and request_p99_ms with plain boto3."""
+def baseline(
+    url: str, *, messages: int, body_size: int, requests: int, batch: int = 10
+) -> dict[str, float]:
+    """publish_per_s, consume_per_s, request_p50_ms and request_p99_ms with plain boto3.
+    `batch` is not used: SQS takes at most 10 messages per call whatever anyqueue's side does."""
     parsed = BrokerURL.parse(url)
     options = parse_options(SQSOptions, parsed.query, {})
     sqs, _ = open_clients(parsed, options)
