@@ -14,7 +14,7 @@ from confluent_kafka import Message as Record
 
 from anyqueue.message import Message
 from anyqueue_kafka import subscription as kafka_subscription
-from anyqueue_kafka.subscription import GroupTarget, KafkaSubscription
+from anyqueue_kafka.subscription import MARK_AHEAD, GroupTarget, KafkaSubscription
 
 TOPIC = "orders"
 
@@ -178,3 +178,29 @@ def test_a_lost_partition_takes_back_what_was_not_handed_out(
     assert where(subscription.receive(10, 0)) == [(1, 0)]
     subscription.ack([handed])  # its partition is someone else's now: ignored
     assert (TOPIC, 0) not in subscription._tracks
+
+
+def test_delivery_marks_are_requested_ahead_and_confirmed_before_they_are_needed(
+    subscription: KafkaSubscription,
+) -> None:
+    assign(subscription, 0)
+    marks: Any = subscription._marks
+    track = subscription._tracks[(TOPIC, 0)]
+    subscription._accept([record(0, o) for o in range(10)])
+    # nothing recorded yet: the first mark is recorded synchronously
+    assert (marks.commits, marks.waited) == ([{(TOPIC, 0): 10 + MARK_AHEAD}], [True])
+    subscription._accept([record(0, o) for o in range(10, 520)])
+    # a quarter of a window past it: the next one is requested, not waited for
+    assert (marks.commits[1:], marks.waited[1:]) == ([{(TOPIC, 0): 520 + MARK_AHEAD}], [False])
+    assert (track.marked, track.requested) == (10 + MARK_AHEAD, 520 + MARK_AHEAD)
+    subscription._accept([record(0, o) for o in range(520, 1020)])
+    # past the recorded mark, within the requested one: its confirmation was waited for
+    assert track.marked == 520 + MARK_AHEAD
+    assert (marks.commits[2:], marks.waited[2:]) == ([{(TOPIC, 0): 1020 + MARK_AHEAD}], [False])
+    marks.failure = KafkaError(KafkaError._TRANSPORT)
+    subscription._accept([record(0, 1020)])  # the request in flight failed: asked again
+    assert (track.marked, track.requested) == (520 + MARK_AHEAD, 1021 + MARK_AHEAD)
+    assert marks.waited[-1] is False
+    subscription._accept([record(0, 520 + MARK_AHEAD)])  # failed again; needed: recorded now
+    assert (marks.commits[-1], marks.waited[-1]) == ({(TOPIC, 0): 1521 + MARK_AHEAD}, True)
+    assert track.marked == 1521 + MARK_AHEAD

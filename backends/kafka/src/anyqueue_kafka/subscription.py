@@ -64,9 +64,13 @@ READY_BYTES_LIMIT = 16 * 1024 * 1024
 DELAYED_LIMIT = 10_000
 
 #: delivery marks recorded while fetching run this far ahead, so that they cost a request per
-#: this many messages rather than per fetch; close and revocation record exact marks, so only
-#: after a crash may up to this many never handed-out messages count as redelivered
+#: this many messages (at most four) rather than per fetch; close and revocation record exact
+#: marks, so only after a crash may up to this many never handed-out messages count as
+#: redelivered. The next mark is requested, asynchronously, once fetching has gone a quarter of
+#: this past the last request: a fetch waits for it only if it arrives a window later.
 MARK_AHEAD = 1000
+#: how often a fetch waiting for a requested delivery mark checks for its confirmation
+MARK_WAIT_SLICE = 0.001
 
 PartitionKey = tuple[str, int]
 
@@ -85,6 +89,7 @@ class _Track:
         "key",
         "live",
         "marked",
+        "requested",
         "unsettled",
     )
 
@@ -97,6 +102,7 @@ class _Track:
         self.handed = 0  # highest offset handed out + 1
         self.inherited = inherited  # below this, a previous owner handed messages out
         self.marked = inherited  # the delivery mark last recorded
+        self.requested = inherited  # the highest mark asked for (recorded or on its way)
 
     def position(self) -> int | None:
         """The offset to commit: the lowest unsettled one, else the next to fetch."""
@@ -266,7 +272,9 @@ class KafkaSubscription(SubscriptionDriver):
         self._marks: Consumer | None = None
         if group is not None:
             marks_config = {k: v for k, v in config.items() if k != "on_commit"}
-            self._marks = Consumer({**marks_config, "group.id": group.marks_group_id})
+            self._marks = Consumer(
+                {**marks_config, "group.id": group.marks_group_id, "on_commit": self._on_marked}
+            )
         try:
             if group is not None:
                 self._consumer.subscribe(
@@ -532,9 +540,7 @@ class KafkaSubscription(SubscriptionDriver):
         if not reached:
             return
         if self._group is not None:
-            self._mark(
-                {t.key: end + MARK_AHEAD for t, end in reached.items() if end > t.marked}, reached
-            )
+            self._mark_ahead(reached)
         with self._changed:
             if self._group is not None:
                 for run in runs:
@@ -654,6 +660,54 @@ class KafkaSubscription(SubscriptionDriver):
             if err.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("anyqueue: committing offsets of %r failed: %s", self._topic, err)
 
+    def _mark_ahead(self, reached: dict[_Track, int]) -> None:
+        """Make sure that recorded delivery marks cover the records just fetched before they are
+        buffered. Marks are requested asynchronously well before they are needed, so a fetch
+        seldom waits: for a mark on its way it waits for the confirmation, and a mark neither
+        recorded nor requested is recorded synchronously."""
+        marks = self._marks
+        if marks is None:
+            return
+        marks.poll(0)  # confirmations of marks requested earlier: _on_marked
+        if any(t.marked < end <= t.requested for t, end in reached.items()):
+            deadline = time.monotonic() + self._driver.options.timeout
+            while time.monotonic() < deadline and any(
+                t.marked < end <= t.requested for t, end in reached.items()
+            ):
+                marks.poll(MARK_WAIT_SLICE)
+        needed = {t.key: end + MARK_AHEAD for t, end in reached.items() if end > t.marked}
+        self._mark(needed, reached)
+        early = {
+            t.key: end + MARK_AHEAD
+            for t, end in reached.items()
+            if t.requested - end < MARK_AHEAD - MARK_AHEAD // 4
+        }
+        if not early:
+            return
+        offsets = [TopicPartition(topic, part, mark) for (topic, part), mark in early.items()]
+        try:
+            marks.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as err:
+            log.warning("anyqueue: recording delivery marks of %r failed: %s", self._topic, err)
+            return
+        for track in reached:
+            if track.key in early:
+                track.requested = early[track.key]
+
+    def _on_marked(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """A requested delivery mark was recorded, or not: called by the marks consumer's
+        poll(), on the polling thread."""
+        if error is not None:
+            log.warning("anyqueue: recording delivery marks of %r failed: %s", self._topic, error)
+        for tp in partitions:
+            track = self._tracks.get((tp.topic, tp.partition))
+            if track is None:
+                continue
+            if error is None and tp.error is None:
+                track.marked = max(track.marked, tp.offset)
+            else:  # not recorded: the next fetch that needs it records it synchronously
+                track.requested = track.marked
+
     def _mark(self, marks: dict[PartitionKey, int], tracks: Any) -> None:
         """Record delivery marks (offsets below which messages were handed out) before the
         messages are: if this member dies, the next owner counts them as redelivered."""
@@ -672,6 +726,7 @@ class KafkaSubscription(SubscriptionDriver):
         for track in tracks:
             if track.key in marks:
                 track.marked = marks[track.key]
+                track.requested = max(track.requested, track.marked)
 
     # -- rebalances (called inside poll(), on the polling thread) ---------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
