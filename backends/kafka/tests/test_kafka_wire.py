@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 from confluent_kafka import Message as Record
 
 from anyqueue.message import Message
@@ -67,3 +70,93 @@ def test_records_from_other_clients() -> None:
     got = wire.decode(record, receipt=None)
     assert (got.id, got.body, got.content_type) == ("orders-1@7", b"", "application/octet-stream")
     assert (got.key, got.headers) == ("\ufffd", {"h": "\ufffd"})
+
+
+def lazily(record: Record, receipt: object = "r", inherited: bool = False) -> Message:
+    (message,) = wire.received([record], [receipt], inherited=inherited)
+    return message
+
+
+FIELDS = (
+    "body",
+    "key",
+    "headers",
+    "id",
+    "content_type",
+    "correlation_id",
+    "reply_to",
+    "topic",
+    "delivery_count",
+    "redelivered",
+    "receipt",
+)
+
+
+def fields(message: Message) -> dict[str, object]:
+    return {name: getattr(message, name) for name in FIELDS}
+
+
+def sample_records() -> list[Record]:
+    sent = Message(
+        b"body",
+        key="k ☃",
+        headers={"trace": "t", "anyqueue.id": "mine", "": "empty name"},
+        id="id-1",
+        content_type="application/json",
+        correlation_id="c-1",
+        reply_to="anyqueue.reply.abc",
+    )
+    retry = Message(b"x", key="k", headers={"h": "v"}, id="i", topic="orders", delivery_count=2)
+    return [
+        as_record(sent, wire.record_headers(sent)),
+        as_record(retry, wire.retry_headers(retry, attempt=3, not_before=1.0), topic="retry"),
+        Record(topic="orders", partition=1, offset=7, key=b"\xff", value=None, headers=None),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_a_lazily_decoded_message_equals_the_eager_decoding(index: int) -> None:
+    record = sample_records()[index]
+    assert fields(lazily(record)) == fields(wire.decode(record, receipt="r"))
+
+
+@pytest.mark.parametrize("name", FIELDS[1:-1])
+def test_each_attribute_read_first_decodes_all_of_them(name: str) -> None:
+    record = sample_records()[1]
+    message = lazily(record)
+    getattr(message, name)
+    assert fields(message) == fields(wire.decode(record, receipt="r"))
+
+
+def test_a_message_handed_out_before_counts_one_delivery_more() -> None:
+    first, retry, _ = sample_records()
+    assert (lazily(first, inherited=True).delivery_count, lazily(first).delivery_count) == (2, 1)
+    assert lazily(first, inherited=True).redelivered
+    assert (lazily(retry, inherited=True).delivery_count, lazily(retry).redelivered) == (4, True)
+
+
+def test_what_is_set_before_the_first_read_stays_and_the_rest_is_decoded() -> None:
+    record = sample_records()[0]
+    message = lazily(record)
+    message.headers = {"new": "1"}  # the first access: a write
+    message.delivery_count += 1
+    expected = fields(wire.decode(record, receipt="r"))
+    expected.update(delivery_count=2, headers={"new": "1"})
+    assert fields(message) == expected
+    assert message.redelivered is False  # set only as delivered; a setter changes one field
+
+
+def test_a_lazy_message_copies_and_builds_like_any_message() -> None:
+    record = sample_records()[0]
+    original = lazily(record)
+    assert fields(copy.copy(original)) == fields(wire.decode(record, receipt="r"))
+    built = wire.ReceivedMessage("text", key="k", headers={"a": "b"}, topic="t", delivery_count=3)
+    assert (built.body, built.content_type, built.key, built.headers) == (
+        b"text",
+        "text/plain",
+        "k",
+        {"a": "b"},
+    )
+    assert (built.id, built.topic, built.delivery_count, built.correlation_id) == ("", "t", 3, None)
+    assert isinstance(original, Message)
+    assert "id='id-1'" in repr(original)

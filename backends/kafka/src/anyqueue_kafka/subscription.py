@@ -5,7 +5,8 @@ confluent_kafka Consumer on its own thread, so nothing stands between the client
 receiver (a hand-off between Python threads costs a GIL switch, milliseconds under load). A
 keeper thread polls only when no receive() has for a while, because an idle member must still
 serve its group's rebalances (it would stall every one of them), commit, and release delayed
-messages. Records are decoded into Messages when handed out.
+messages. Fetched records are buffered in runs of one partition and become Messages when handed
+out; a Message decodes its headers when one of its attributes other than the body is first read.
 
 Acks may come in any order. Per partition the subscription remembers the fetched offsets not
 yet settled and commits the lowest of them (or, with none left, the next offset to fetch): the
@@ -29,9 +30,11 @@ import itertools
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter, is_not, itemgetter, methodcaller
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -61,9 +64,13 @@ READY_BYTES_LIMIT = 16 * 1024 * 1024
 DELAYED_LIMIT = 10_000
 
 #: delivery marks recorded while fetching run this far ahead, so that they cost a request per
-#: this many messages rather than per fetch; close and revocation record exact marks, so only
-#: after a crash may up to this many never handed-out messages count as redelivered
+#: this many messages (at most four) rather than per fetch; close and revocation record exact
+#: marks, so only after a crash may up to this many never handed-out messages count as
+#: redelivered. The next mark is requested, asynchronously, once fetching has gone a quarter of
+#: this past the last request: a fetch waits for it only if it arrives a window later.
 MARK_AHEAD = 1000
+#: how often a fetch waiting for a requested delivery mark checks for its confirmation
+MARK_WAIT_SLICE = 0.001
 
 PartitionKey = tuple[str, int]
 
@@ -74,7 +81,17 @@ class _Track:
     A receipt is (track, offset); when the partition is revoked or lost the track dies, so acks
     of its messages are ignored (their partition belongs to someone else now)."""
 
-    __slots__ = ("committed", "end", "handed", "inherited", "key", "live", "marked", "unsettled")
+    __slots__ = (
+        "committed",
+        "end",
+        "handed",
+        "inherited",
+        "key",
+        "live",
+        "marked",
+        "requested",
+        "unsettled",
+    )
 
     def __init__(self, key: PartitionKey, inherited: int) -> None:
         self.key = key
@@ -85,6 +102,7 @@ class _Track:
         self.handed = 0  # highest offset handed out + 1
         self.inherited = inherited  # below this, a previous owner handed messages out
         self.marked = inherited  # the delivery mark last recorded
+        self.requested = inherited  # the highest mark asked for (recorded or on its way)
 
     def position(self) -> int | None:
         """The offset to commit: the lowest unsettled one, else the next to fetch."""
@@ -104,8 +122,100 @@ def _decode(record: Any, track: _Track, offset: int) -> Message:
     return message
 
 
-#: a buffered delivery: its track, offset, body size, and the raw record or decoded Message
-_Item = tuple[_Track, int, int, Any]
+#: a delivery waiting for its time: its track, offset, body size and Message
+_Item = tuple[_Track, int, int, Message]
+
+
+class _Run:
+    """Deliveries of one partition in increasing offset order, handed out from `start` on:
+    raw records, or (`built`) Messages (local requeues, retry copies)."""
+
+    __slots__ = ("built", "ends", "offsets", "payloads", "start", "track")
+
+    def __init__(
+        self,
+        track: _Track,
+        offsets: list[int],
+        payloads: list[Any],
+        sizes: Sequence[int],
+        *,
+        built: bool,
+    ) -> None:
+        self.track = track
+        self.offsets = offsets
+        self.payloads = payloads
+        self.ends = list(itertools.accumulate(sizes))  # bytes up to and including each one
+        self.start = 0
+        self.built = built
+
+
+#: a part of a run taken to be handed out: track, offsets, payloads, built
+_Piece = tuple[_Track, list[int], list[Any], bool]
+
+
+class _Ready:
+    """Fetched deliveries not yet handed out, as runs of one partition each, so that taking
+    them costs a few operations per run rather than per message. The lock is held for all."""
+
+    __slots__ = ("count", "runs", "size")
+
+    def __init__(self) -> None:
+        self.runs: deque[_Run] = deque()
+        self.count = 0
+        self.size = 0  # bytes
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def add(self, run: _Run) -> None:
+        if run.offsets:
+            self.runs.append(run)
+            self.count += len(run.offsets)
+            self.size += run.ends[-1]
+
+    def take(self, wanted: int) -> list[_Piece]:
+        """Up to `wanted` deliveries, oldest first; their tracks count them as handed out."""
+        pieces: list[_Piece] = []
+        runs = self.runs
+        while wanted > 0 and runs:
+            run = runs[0]
+            start, length = run.start, len(run.offsets)
+            stop = min(length, start + wanted)
+            if start == 0 and stop == length:
+                offsets, payloads = run.offsets, run.payloads
+            else:
+                offsets, payloads = run.offsets[start:stop], run.payloads[start:stop]
+            ends = run.ends
+            self.size -= ends[stop - 1] - (ends[start - 1] if start else 0)
+            self.count -= stop - start
+            wanted -= stop - start
+            if stop == length:
+                runs.popleft()
+            else:
+                run.start = stop
+            track = run.track
+            if offsets[-1] >= track.handed:  # offsets increase within a run
+                track.handed = offsets[-1] + 1
+            pieces.append((track, offsets, payloads, run.built))
+        return pieces
+
+    def drop(self, keys: set[PartitionKey]) -> None:
+        """Forget the deliveries of these partitions."""
+        if any(run.track.key in keys for run in self.runs):
+            self.runs = deque(run for run in self.runs if run.track.key not in keys)
+            self.count = sum(len(run.offsets) - run.start for run in self.runs)
+            self.size = sum(
+                run.ends[-1] - (run.ends[run.start - 1] if run.start else 0) for run in self.runs
+            )
+
+
+_error = methodcaller("error")
+_topic = methodcaller("topic")
+_partition = methodcaller("partition")
+_offset = methodcaller("offset")
+_receipt = attrgetter("receipt")
+_receipt_track = itemgetter(0)
+_receipt_offset = itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -141,8 +251,7 @@ class KafkaSubscription(SubscriptionDriver):
         self._on_close = on_close
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._ready: deque[_Item] = deque()
-        self._ready_bytes = 0
+        self._ready = _Ready()
         self._delayed: list[tuple[float, int, _Item]] = []  # (not_before, sequence, item)
         self._sequence = itertools.count()
         self._tracks: dict[PartitionKey, _Track] = {}
@@ -163,7 +272,9 @@ class KafkaSubscription(SubscriptionDriver):
         self._marks: Consumer | None = None
         if group is not None:
             marks_config = {k: v for k, v in config.items() if k != "on_commit"}
-            self._marks = Consumer({**marks_config, "group.id": group.marks_group_id})
+            self._marks = Consumer(
+                {**marks_config, "group.id": group.marks_group_id, "on_commit": self._on_marked}
+            )
         try:
             if group is not None:
                 self._consumer.subscribe(
@@ -218,12 +329,7 @@ class KafkaSubscription(SubscriptionDriver):
                 if self._closed:
                     return []
                 if self._ready:
-                    ready = self._ready
-                    items = [ready.popleft() for _ in range(min(max_messages, len(ready)))]
-                    for track, offset, size, _ in items:
-                        self._ready_bytes -= size
-                        if offset >= track.handed:
-                            track.handed = offset + 1
+                    pieces = self._ready.take(max_messages)
                     break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -238,23 +344,36 @@ class KafkaSubscription(SubscriptionDriver):
                 with self._changed:
                     if not (self._ready or self._closed):
                         self._changed.wait(min(remaining, POLL_SLICE))
-        messages = []
-        decode = wire.decode
-        for track, offset, _, payload in items:
-            if type(payload) is not Message:  # a raw record: decoded here, off the poll path
-                payload = decode(payload, (track, offset))
-                if offset < track.inherited:  # a previous owner handed it out already
-                    payload.delivery_count += 1
-                    payload.redelivered = True
-            messages.append(payload)
+        messages: list[Message] = []
+        received = wire.received
+        repeat = itertools.repeat
+        for track, offsets, payloads, built in pieces:
+            if built:
+                messages += payloads
+                continue
+            # below `inherited` a previous owner handed the records out already
+            cut = bisect_left(offsets, track.inherited) if offsets[0] < track.inherited else 0
+            if cut:
+                messages += received(
+                    payloads[:cut], zip(repeat(track), offsets[:cut]), inherited=True
+                )
+                offsets, payloads = offsets[cut:], payloads[cut:]
+            if offsets:
+                messages += received(payloads, zip(repeat(track), offsets), inherited=False)
         return messages
 
     def ack(self, messages: Sequence[Message]) -> None:
+        receipts = list(map(_receipt, messages))
         with self._lock:
-            for message in messages:
-                track, offset = message.receipt
+            tracks = set(map(_receipt_track, receipts))
+            if len(tracks) == 1:  # the usual batch: one partition's run, settled at once
+                (track,) = tracks
                 if track.live:
-                    track.unsettled.discard(offset)
+                    track.unsettled.difference_update(map(_receipt_offset, receipts))
+            else:
+                for track, offset in receipts:
+                    if track.live:
+                        track.unsettled.discard(offset)
             if self._revoking:
                 self._changed.notify_all()
 
@@ -299,8 +418,7 @@ class KafkaSubscription(SubscriptionDriver):
                 track, offset = message.receipt
                 item: _Item = (track, offset, len(again.body), again)
                 if not_before is None:
-                    self._ready.append(item)
-                    self._ready_bytes += item[2]
+                    self._ready.add(_Run(track, [offset], [again], [item[2]], built=True))
                 else:
                     heapq.heappush(self._delayed, (not_before, next(self._sequence), item))
             self._changed.notify_all()
@@ -371,56 +489,94 @@ class KafkaSubscription(SubscriptionDriver):
 
     def _accept(self, records: list[Any]) -> None:
         """Buffer fetched records (retry copies not yet due go to the delay heap), remember
-        their offsets as unsettled and (group mode) record the delivery marks first."""
-        items: list[_Item] = []
+        their offsets as unsettled and (group mode) record the delivery marks first.
+
+        Records come in runs of one partition with increasing offsets: each field is read for
+        the whole batch at once, and the rest is done per run."""
+        errors = list(map(_error, records))
+        # not errors.count(None): comparing a KafkaError with None leaves a Python error set
+        if any(map(is_not, errors, itertools.repeat(None))):
+            for error in errors:
+                if error is not None:
+                    self._record_error(error)
+            records = [record for record, error in zip(records, errors) if error is None]
+            if not records:
+                return
+        topics = list(map(_topic, records))
+        partitions = list(map(_partition, records))
+        offsets = list(map(_offset, records))
+        sizes = list(map(len, records))
+        count = len(records)
+        if topics.count(topics[0]) == count and partitions.count(partitions[0]) == count:
+            bounds = [(0, count)]
+        else:
+            bounds = []
+            start = 0
+            for _, same_partition in itertools.groupby(zip(topics, partitions)):
+                stop = start + len(list(same_partition))
+                bounds.append((start, stop))
+                start = stop
+        runs: list[_Run] = []
         waiting: list[tuple[float, _Item]] = []
         reached: dict[_Track, int] = {}
         tracks = self._tracks
         retry_topic = self._group.retry_topic if self._group is not None else None
-        now = time.time()
-        last_key: PartitionKey | None = None
-        track: _Track | None = None
-        for record in records:
-            error = record.error()
-            if error is not None:
-                self._record_error(error)
-                continue
-            topic = record.topic()
-            key = (topic, record.partition())
-            if key != last_key:  # records come in runs of one partition
-                last_key, track = key, tracks.get(key)
+        for start, stop in bounds:
+            key = (topics[start], partitions[start])
+            track = tracks.get(key)
             if track is None or not track.live:
                 continue  # fetched just before its partition was revoked
-            offset = record.offset()
-            item: _Item = (track, offset, len(record), record)
-            if topic == retry_topic:
-                due = wire.not_before(record)
-                item = (track, offset, item[2], _decode(record, track, offset))
-                if due > now:
-                    waiting.append((due, item))
-                    reached[track] = offset + 1
-                    continue
-            items.append(item)
-            reached[track] = offset + 1
+            if count == stop - start:
+                run_offsets, run_records, run_sizes = offsets, records, sizes
+            else:
+                run_offsets = offsets[start:stop]
+                run_records = records[start:stop]
+                run_sizes = sizes[start:stop]
+            reached[track] = run_offsets[-1] + 1
+            if key[0] == retry_topic:
+                runs.append(self._retry_run(track, run_records, run_offsets, waiting))
+            else:
+                runs.append(_Run(track, run_offsets, run_records, run_sizes, built=False))
         if not reached:
             return
         if self._group is not None:
-            self._mark(
-                {t.key: end + MARK_AHEAD for t, end in reached.items() if end > t.marked}, reached
-            )
+            self._mark_ahead(reached)
         with self._changed:
             if self._group is not None:
-                for item in items:
-                    item[0].unsettled.add(item[1])
+                for run in runs:
+                    run.track.unsettled.update(run.offsets)
                 for _, item in waiting:
                     item[0].unsettled.add(item[1])
                 for track, end in reached.items():
                     track.end = end
             for not_before, item in waiting:
                 heapq.heappush(self._delayed, (not_before, next(self._sequence), item))
-            self._ready.extend(items)
-            self._ready_bytes += sum(item[2] for item in items)
+            for run in runs:
+                self._ready.add(run)
             self._changed.notify_all()
+
+    def _retry_run(
+        self,
+        track: _Track,
+        records: list[Any],
+        offsets: list[int],
+        waiting: list[tuple[float, _Item]],
+    ) -> _Run:
+        """Retry copies: decoded now; those not yet due go to `waiting`, the rest in a run."""
+        now = time.time()
+        due_offsets: list[int] = []
+        due_messages: list[Any] = []
+        due_sizes: list[int] = []
+        for record, offset in zip(records, offsets):
+            message = _decode(record, track, offset)
+            not_before = wire.not_before(record)
+            if not_before > now:
+                waiting.append((not_before, (track, offset, len(message.body), message)))
+            else:
+                due_offsets.append(offset)
+                due_messages.append(message)
+                due_sizes.append(len(message.body))
+        return _Run(track, due_offsets, due_messages, due_sizes, built=True)
 
     def _record_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -438,10 +594,9 @@ class KafkaSubscription(SubscriptionDriver):
         with self._changed:
             released = False
             while self._delayed and self._delayed[0][0] <= now:
-                _, _, item = heapq.heappop(self._delayed)
-                if item[0].live:
-                    self._ready.append(item)
-                    self._ready_bytes += item[2]
+                _, _, (track, offset, size, message) = heapq.heappop(self._delayed)
+                if track.live:
+                    self._ready.add(_Run(track, [offset], [message], [size], built=True))
                     released = True
             if released:
                 self._changed.notify_all()
@@ -452,7 +607,7 @@ class KafkaSubscription(SubscriptionDriver):
         """Stop taking records while the buffer is full; pause the partitions only when it
         stays full (pausing makes librdkafka drop what it prefetched); pause the retry topic
         while too many copies wait for their time."""
-        count, size = len(self._ready), self._ready_bytes
+        count, size = self._ready.count, self._ready.size
         if count >= READY_LIMIT or size >= READY_BYTES_LIMIT:
             if self._full_since is None:
                 self._full_since = time.monotonic()
@@ -505,6 +660,54 @@ class KafkaSubscription(SubscriptionDriver):
             if err.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("anyqueue: committing offsets of %r failed: %s", self._topic, err)
 
+    def _mark_ahead(self, reached: dict[_Track, int]) -> None:
+        """Make sure that recorded delivery marks cover the records just fetched before they are
+        buffered. Marks are requested asynchronously well before they are needed, so a fetch
+        seldom waits: for a mark on its way it waits for the confirmation, and a mark neither
+        recorded nor requested is recorded synchronously."""
+        marks = self._marks
+        if marks is None:
+            return
+        marks.poll(0)  # confirmations of marks requested earlier: _on_marked
+        if any(t.marked < end <= t.requested for t, end in reached.items()):
+            deadline = time.monotonic() + self._driver.options.timeout
+            while time.monotonic() < deadline and any(
+                t.marked < end <= t.requested for t, end in reached.items()
+            ):
+                marks.poll(MARK_WAIT_SLICE)
+        needed = {t.key: end + MARK_AHEAD for t, end in reached.items() if end > t.marked}
+        self._mark(needed, reached)
+        early = {
+            t.key: end + MARK_AHEAD
+            for t, end in reached.items()
+            if t.requested - end < MARK_AHEAD - MARK_AHEAD // 4
+        }
+        if not early:
+            return
+        offsets = [TopicPartition(topic, part, mark) for (topic, part), mark in early.items()]
+        try:
+            marks.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as err:
+            log.warning("anyqueue: recording delivery marks of %r failed: %s", self._topic, err)
+            return
+        for track in reached:
+            if track.key in early:
+                track.requested = early[track.key]
+
+    def _on_marked(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """A requested delivery mark was recorded, or not: called by the marks consumer's
+        poll(), on the polling thread."""
+        if error is not None:
+            log.warning("anyqueue: recording delivery marks of %r failed: %s", self._topic, error)
+        for tp in partitions:
+            track = self._tracks.get((tp.topic, tp.partition))
+            if track is None:
+                continue
+            if error is None and tp.error is None:
+                track.marked = max(track.marked, tp.offset)
+            else:  # not recorded: the next fetch that needs it records it synchronously
+                track.requested = track.marked
+
     def _mark(self, marks: dict[PartitionKey, int], tracks: Any) -> None:
         """Record delivery marks (offsets below which messages were handed out) before the
         messages are: if this member dies, the next owner counts them as redelivered."""
@@ -523,6 +726,7 @@ class KafkaSubscription(SubscriptionDriver):
         for track in tracks:
             if track.key in marks:
                 track.marked = marks[track.key]
+                track.requested = max(track.requested, track.marked)
 
     # -- rebalances (called inside poll(), on the polling thread) ---------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -595,9 +799,7 @@ class KafkaSubscription(SubscriptionDriver):
     def _drop_unhanded(self, keys: set[PartitionKey]) -> None:
         """Drop buffered messages of these partitions: not handed out, so the next owner
         delivers them (lock held)."""
-        if any(item[0].key in keys for item in self._ready):
-            self._ready = deque(item for item in self._ready if item[0].key not in keys)
-            self._ready_bytes = sum(item[2] for item in self._ready)
+        self._ready.drop(keys)
         if any(entry[2][0].key in keys for entry in self._delayed):
             self._delayed = [e for e in self._delayed if e[2][0].key not in keys]
             heapq.heapify(self._delayed)

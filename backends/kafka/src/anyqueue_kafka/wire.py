@@ -10,6 +10,7 @@ content-type header, `application/octet-stream`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from anyqueue.message import OCTET_STREAM, Message
@@ -61,9 +62,16 @@ def encode_key(key: str | None) -> bytes | None:
     return None if key is None else key.encode()
 
 
-def decode(record: Any, receipt: Any) -> Message:
-    """Turn a confluent_kafka Message into an anyqueue Message (topic, id, headers set;
-    delivery_count from the attempt header, 1 for a first delivery)."""
+#: a record's metadata: key, headers, id, content type, correlation id, reply-to, topic,
+#: delivery count and redelivered
+Metadata = tuple[str | None, dict[str, str], str, str, str | None, str | None, str, int, bool]
+
+
+def metadata(record: Any) -> Metadata:
+    """What a confluent_kafka Message says besides its body: key, headers, id (made of its
+    position if it has none), content type, correlation id, reply-to, topic (the origin of a
+    retry copy), delivery count (from the attempt header, 1 for a first delivery) and whether
+    that makes it a redelivery."""
     headers: dict[str, str] = {}
     message_id = content_type = correlation_id = reply_to = origin = None
     attempt = 1
@@ -90,19 +98,187 @@ def decode(record: Any, receipt: Any) -> Message:
             elif name != NOT_BEFORE:  # an anyqueue.* header this version does not know
                 headers[name] = value
     key = record.key()
+    return (
+        None if key is None else key.decode("utf-8", "replace"),
+        headers,
+        message_id or f"{record.topic()}-{record.partition()}@{record.offset()}",
+        content_type or OCTET_STREAM,
+        correlation_id,
+        reply_to,
+        origin or record.topic(),
+        attempt,
+        attempt > 1,
+    )
+
+
+def decode(record: Any, receipt: Any) -> Message:
+    """Turn a confluent_kafka Message into an anyqueue Message, all of it decoded now."""
+    key, headers, message_id, content_type, correlation_id, reply_to, topic, count, _ = metadata(
+        record
+    )
     value = record.value()
     return Message.delivered(
         b"" if value is None else value,
-        key=None if key is None else key.decode("utf-8", "replace"),
+        key=key,
         headers=headers,
-        id=message_id or f"{record.topic()}-{record.partition()}@{record.offset()}",
-        content_type=content_type or OCTET_STREAM,
+        id=message_id,
+        content_type=content_type,
         correlation_id=correlation_id,
         reply_to=reply_to,
-        topic=origin or record.topic(),
-        delivery_count=attempt,
+        topic=topic,
+        delivery_count=count,
         receipt=receipt,
     )
+
+
+def received(records: Sequence[Any], receipts: Iterable[Any], *, inherited: bool) -> list[Message]:
+    """Messages of these records with their receipts, the metadata decoded when first read
+    (`inherited`: a previous owner of the partition handed them out already)."""
+    cls = InheritedMessage if inherited else ReceivedMessage
+    new = object.__new__
+    messages: list[Message] = []
+    append = messages.append
+    for record, receipt in zip(records, receipts):
+        message = new(cls)
+        message.body = record.value() or b""
+        message.receipt = receipt
+        message._lazy = record
+        message._subscription = None
+        message._settled = False
+        append(message)
+    return messages
+
+
+class ReceivedMessage(Message):
+    """A received Message whose metadata (everything but body and receipt) is decoded from its
+    record when first read: a consumer that reads only bodies never pays for the headers.
+
+    The metadata lives in one tuple, swapped whole, so a reader never sees half of it; two
+    threads reading a fresh message at once both decode it, to equal values."""
+
+    __slots__ = ("_lazy",)
+
+    #: deliveries by a previous owner of the partition, not counted in the record's headers
+    _earlier = 0
+
+    _lazy: Any  # the confluent_kafka Message, until decoded into a Metadata tuple
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # built by hand (a copy): the base class's __init__ fills the metadata through the
+        # setters below, starting from nothing to decode
+        self._lazy = (None, {}, "", OCTET_STREAM, None, None, "", 0, False)
+        super().__init__(*args, **kwargs)
+
+    def _decode(self) -> Metadata:
+        metadata_ = metadata(self._lazy)
+        if self._earlier:
+            count = metadata_[7] + self._earlier
+            metadata_ = (*metadata_[:7], count, True)
+        self._lazy = metadata_
+        return metadata_
+
+    def _replace(self, index: int, value: Any) -> None:
+        lazy = self._lazy
+        fields = list(lazy if type(lazy) is tuple else self._decode())
+        fields[index] = value
+        self._lazy = tuple(fields)
+
+    @property
+    def key(self) -> str | None:
+        lazy = self._lazy
+        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
+        return metadata[0]
+
+    @key.setter
+    def key(self, value: str | None) -> None:
+        self._replace(0, value)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        lazy = self._lazy
+        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
+        return metadata[1]
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self._replace(1, value)
+
+    @property
+    def id(self) -> str:
+        lazy = self._lazy
+        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
+        return metadata[2]
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._replace(2, value)
+
+    @property
+    def content_type(self) -> str:
+        lazy = self._lazy
+        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
+        return metadata[3]
+
+    @content_type.setter
+    def content_type(self, value: str) -> None:
+        self._replace(3, value)
+
+    @property
+    def correlation_id(self) -> str | None:
+        lazy = self._lazy
+        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
+        return metadata[4]
+
+    @correlation_id.setter
+    def correlation_id(self, value: str | None) -> None:
+        self._replace(4, value)
+
+    @property
+    def reply_to(self) -> str | None:
+        lazy = self._lazy
+        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
+        return metadata[5]
+
+    @reply_to.setter
+    def reply_to(self, value: str | None) -> None:
+        self._replace(5, value)
+
+    @property
+    def topic(self) -> str:
+        lazy = self._lazy
+        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
+        return metadata[6]
+
+    @topic.setter
+    def topic(self, value: str) -> None:
+        self._replace(6, value)
+
+    @property
+    def delivery_count(self) -> int:
+        lazy = self._lazy
+        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
+        return metadata[7]
+
+    @delivery_count.setter
+    def delivery_count(self, value: int) -> None:
+        self._replace(7, value)
+
+    @property
+    def redelivered(self) -> bool:
+        lazy = self._lazy
+        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
+        return metadata[8]
+
+    @redelivered.setter
+    def redelivered(self, value: bool) -> None:
+        self._replace(8, value)
+
+
+class InheritedMessage(ReceivedMessage):
+    """A ReceivedMessage that a previous owner of its partition handed out already."""
+
+    __slots__ = ()
+    _earlier = 1
 
 
 def not_before(record: Any) -> float:
