@@ -11,7 +11,7 @@ content-type header, `application/octet-stream`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar, cast, overload
 
 from anyqueue.message import OCTET_STREAM, Message
 
@@ -61,6 +61,8 @@ def retry_headers(message: Message, *, attempt: int, not_before: float | None) -
 def encode_key(key: str | None) -> bytes | None:
     return None if key is None else key.encode()
 
+
+T = TypeVar("T")
 
 #: a record's metadata: key, headers, id, content type, correlation id, reply-to, topic,
 #: delivery count and redelivered
@@ -149,6 +151,30 @@ def received(records: Sequence[Any], receipts: Iterable[Any], *, inherited: bool
     return messages
 
 
+class _Decoded(Generic[T]):
+    """An attribute of a ReceivedMessage: field `index` of its metadata, decoded from the
+    record when any of them is first read (setting one decodes the others first)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    @overload
+    def __get__(self, message: None, owner: type) -> _Decoded[T]: ...
+    @overload
+    def __get__(self, message: ReceivedMessage, owner: type) -> T: ...
+    def __get__(self, message: ReceivedMessage | None, owner: type) -> T | _Decoded[T]:
+        if message is None:
+            return self
+        lazy = message._lazy
+        metadata_: Metadata = lazy if type(lazy) is tuple else message._decode()
+        return cast(T, metadata_[self.index])
+
+    def __set__(self, message: ReceivedMessage, value: T) -> None:
+        message._replace(self.index, value)
+
+
 class ReceivedMessage(Message):
     """A received Message whose metadata (everything but body and receipt) is decoded from its
     record when first read: a consumer that reads only bodies never pays for the headers.
@@ -183,95 +209,15 @@ class ReceivedMessage(Message):
         fields[index] = value
         self._lazy = tuple(fields)
 
-    @property
-    def key(self) -> str | None:
-        lazy = self._lazy
-        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
-        return metadata[0]
-
-    @key.setter
-    def key(self, value: str | None) -> None:
-        self._replace(0, value)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        lazy = self._lazy
-        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
-        return metadata[1]
-
-    @headers.setter
-    def headers(self, value: dict[str, str]) -> None:
-        self._replace(1, value)
-
-    @property
-    def id(self) -> str:
-        lazy = self._lazy
-        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
-        return metadata[2]
-
-    @id.setter
-    def id(self, value: str) -> None:
-        self._replace(2, value)
-
-    @property
-    def content_type(self) -> str:
-        lazy = self._lazy
-        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
-        return metadata[3]
-
-    @content_type.setter
-    def content_type(self, value: str) -> None:
-        self._replace(3, value)
-
-    @property
-    def correlation_id(self) -> str | None:
-        lazy = self._lazy
-        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
-        return metadata[4]
-
-    @correlation_id.setter
-    def correlation_id(self, value: str | None) -> None:
-        self._replace(4, value)
-
-    @property
-    def reply_to(self) -> str | None:
-        lazy = self._lazy
-        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
-        return metadata[5]
-
-    @reply_to.setter
-    def reply_to(self, value: str | None) -> None:
-        self._replace(5, value)
-
-    @property
-    def topic(self) -> str:
-        lazy = self._lazy
-        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
-        return metadata[6]
-
-    @topic.setter
-    def topic(self, value: str) -> None:
-        self._replace(6, value)
-
-    @property
-    def delivery_count(self) -> int:
-        lazy = self._lazy
-        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
-        return metadata[7]
-
-    @delivery_count.setter
-    def delivery_count(self, value: int) -> None:
-        self._replace(7, value)
-
-    @property
-    def redelivered(self) -> bool:
-        lazy = self._lazy
-        metadata: Metadata = lazy if type(lazy) is tuple else self._decode()
-        return metadata[8]
-
-    @redelivered.setter
-    def redelivered(self, value: bool) -> None:
-        self._replace(8, value)
+    key = _Decoded[str | None](0)
+    headers = _Decoded[dict[str, str]](1)
+    id = _Decoded[str](2)
+    content_type = _Decoded[str](3)
+    correlation_id = _Decoded[str | None](4)
+    reply_to = _Decoded[str | None](5)
+    topic = _Decoded[str](6)
+    delivery_count = _Decoded[int](7)
+    redelivered = _Decoded[bool](8)
 
 
 class InheritedMessage(ReceivedMessage):
