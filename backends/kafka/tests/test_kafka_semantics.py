@@ -93,6 +93,18 @@ def test_reserved_header_names_round_trip(broker: anyqueue.Broker, topic: str) -
     assert (got.id, got.headers) == (message_id, headers)
 
 
+def test_a_header_that_cannot_be_encoded_sends_nothing_of_the_batch(
+    broker: anyqueue.Broker, topic: str
+) -> None:
+    unencodable = anyqueue.Message(b"bad", headers={"h": "lone \ud800 surrogate"})
+    with broker.subscribe(topic) as sub:
+        with pytest.raises(anyqueue.Error):
+            broker.publish_batch(topic, [b"fine", unencodable])
+        broker.publish(topic, b"after")
+        got = sub.receive(timeout=30)
+    assert got is not None and got.body == b"after"
+
+
 def test_odd_headers_and_keys_round_trip(broker: anyqueue.Broker, topic: str) -> None:
     # the suite's test_headers expects its two messages (different keys, so possibly different
     # partitions) in publish order; per-key ordering does not promise that, so match by body

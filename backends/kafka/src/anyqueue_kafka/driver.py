@@ -316,27 +316,29 @@ class KafkaDriver(Driver):
     # -- publishing -------------------------------------------------------------------------------
     def publish(self, topic: str, messages: Sequence[Message]) -> None:
         self._ensure_topic(topic)
-        self._produce(
-            topic, [(wire.encode_key(m.key), m.body, wire.record_headers(m)) for m in messages]
-        )
+        encode_key, record_headers = wire.encode_key, wire.record_headers
+        # every record encoded before any is produced: a header that cannot be encoded fails
+        # the whole publish, with nothing sent
+        self._produce(topic, [(encode_key(m.key), m.body, record_headers(m)) for m in messages])
 
     def _produce(self, topic: str, records: list[tuple[bytes | None, bytes, wire.Headers]]) -> None:
         """Produce records and wait for all their delivery reports; raise on the first error."""
         waiter = _Deliveries()
-        produce = self._producer.produce
+        produce, delivered = self._producer.produce, waiter.delivered
         deadline = time.monotonic() + self.options.publish_timeout
+        produced = 0
         try:
             for key, value, headers in records:
                 while True:
                     try:
-                        produce(topic, value, key, headers=headers, on_delivery=waiter.delivered)
+                        produce(topic, value, key, headers=headers, on_delivery=delivered)
                         break
                     except BufferError:  # the client's queue is full: let deliveries drain
                         if waiter.wait_a_little() or time.monotonic() > deadline:
                             raise
-                waiter.produced()
+                produced += 1
         finally:
-            waiter.seal()
+            waiter.seal(produced)
         waiter.wait(self.options.publish_timeout + self.options.timeout)
 
     def _serve_deliveries(self) -> None:
@@ -445,8 +447,9 @@ class _Deliveries:
     """Counts the delivery reports of one publish call.
 
     Lock-free on the hot path: only the deliveries thread (the one that polls the producer)
-    calls `delivered`, and only the publishing thread calls `produced` and `seal`, so each
-    counter has one writer; whichever side sees the other's last step sets `_done`."""
+    calls `delivered`, and only the publishing thread calls `seal` (with the number of records
+    it produced), so each counter has one writer; whichever side sees the other's last step
+    sets `_done`."""
 
     __slots__ = ("_delivered", "_done", "_produced", "_sealed", "error")
 
@@ -457,9 +460,6 @@ class _Deliveries:
         self._sealed = False
         self.error: KafkaError | None = None
 
-    def produced(self) -> None:
-        self._produced += 1
-
     def delivered(self, error: KafkaError | None, _record: Any) -> None:
         if error is not None and self.error is None:
             self.error = error
@@ -467,7 +467,8 @@ class _Deliveries:
         if self._sealed and self._delivered == self._produced:
             self._done.set()
 
-    def seal(self) -> None:
+    def seal(self, produced: int) -> None:
+        self._produced = produced
         self._sealed = True
         if self._delivered == self._produced:
             self._done.set()
