@@ -246,6 +246,18 @@ class InFlight:
                 self.now -= 1
 
 
+def watch_publish_calls(
+    broker: anyqueue.Broker, topic: str, fail_call: int | None = None
+) -> InFlight:
+    """Declare `topic`'s group "g" and wrap the connection's SNS publish_batch in an InFlight."""
+    broker.declare(topic, "g")
+    driver = broker._driver
+    assert isinstance(driver, SQSDriver)
+    counter = InFlight(driver.sns.publish_batch, fail_call)
+    driver.sns.publish_batch = counter
+    return counter
+
+
 def received_bodies(broker: anyqueue.Broker, topic: str, count: int) -> list[bytes]:
     bodies: list[bytes] = []
     with broker.subscribe(topic, "g", prefetch=10) as sub:
@@ -261,11 +273,7 @@ def received_bodies(broker: anyqueue.Broker, topic: str, count: int) -> list[byt
 def test_standard_topics_publish_batches_concurrently(moto_endpoint: str, prefix: str) -> None:
     url = sqs_url(moto_endpoint, prefix=prefix, publish_concurrency=3)
     with anyqueue.connect(url) as broker:
-        broker.declare("wide", "g")
-        driver = broker._driver
-        assert isinstance(driver, SQSDriver)
-        counter = InFlight(driver.sns.publish_batch)
-        driver.sns.publish_batch = counter
+        counter = watch_publish_calls(broker, "wide")
         bodies = [b"%d" % i for i in range(95)]
         broker.publish_batch("wide", bodies)
         assert (counter.calls, counter.most) == (10, 3)
@@ -274,11 +282,7 @@ def test_standard_topics_publish_batches_concurrently(moto_endpoint: str, prefix
 
 def test_fifo_topics_publish_batches_one_after_the_other(moto_endpoint: str, prefix: str) -> None:
     with anyqueue.connect(sqs_url(moto_endpoint, prefix=prefix, fifo=True)) as broker:
-        broker.declare("narrow", "g")
-        driver = broker._driver
-        assert isinstance(driver, SQSDriver)
-        counter = InFlight(driver.sns.publish_batch)
-        driver.sns.publish_batch = counter
+        counter = watch_publish_calls(broker, "narrow")
         bodies = [b"%d" % i for i in range(35)]
         broker.publish_batch("narrow", bodies)
         assert (counter.calls, counter.most) == (4, 1)
@@ -289,11 +293,7 @@ def test_a_failed_concurrent_batch_fails_the_publish_after_the_others(
     moto_endpoint: str, prefix: str
 ) -> None:
     with anyqueue.connect(sqs_url(moto_endpoint, prefix=prefix)) as broker:
-        broker.declare("partial", "g")
-        driver = broker._driver
-        assert isinstance(driver, SQSDriver)
-        counter = InFlight(driver.sns.publish_batch, fail_call=2)
-        driver.sns.publish_batch = counter
+        counter = watch_publish_calls(broker, "partial", fail_call=2)
         with pytest.raises(anyqueue.ConnectionError):
             broker.publish_batch("partial", [b"%d" % i for i in range(40)])
         assert counter.now == 0, "every call had finished when publish raised"
