@@ -316,22 +316,31 @@ class KafkaDriver(Driver):
     # -- publishing -------------------------------------------------------------------------------
     def publish(self, topic: str, messages: Sequence[Message]) -> None:
         self._ensure_topic(topic)
-        encode_key, record_headers = wire.encode_key, wire.record_headers
-        # every record encoded before any is produced: a header that cannot be encoded fails
-        # the whole publish, with nothing sent
-        self._produce(topic, [(encode_key(m.key), m.body, record_headers(m)) for m in messages])
+        record_headers = wire.record_headers
+        self._produce(topic, messages, [record_headers(m) for m in messages])
 
-    def _produce(self, topic: str, records: list[tuple[bytes | None, bytes, wire.Headers]]) -> None:
-        """Produce records and wait for all their delivery reports; raise on the first error."""
+    def _produce(
+        self, topic: str, messages: Sequence[Message], headers: Sequence[wire.Headers]
+    ) -> None:
+        """Produce one record per message, with the given headers, and wait for all their
+        delivery reports; raise on the first error.
+
+        Headers and keys are all encoded before any record is produced: one that cannot be
+        encoded fails the whole call with nothing sent. The loop makes no object per record
+        that the garbage collector tracks (see `wire.Headers`)."""
+        encode_key = wire.encode_key
+        keys = [encode_key(m.key) for m in messages]
         waiter = _Deliveries()
         produce, delivered = self._producer.produce, waiter.delivered
         deadline = time.monotonic() + self.options.publish_timeout
         produced = 0
         try:
-            for key, value, headers in records:
+            for message, key, record_headers in zip(messages, keys, headers):
                 while True:
                     try:
-                        produce(topic, value, key, headers=headers, on_delivery=delivered)
+                        produce(
+                            topic, message.body, key, headers=record_headers, on_delivery=delivered
+                        )
                         break
                     except BufferError:  # the client's queue is full: let deliveries drain
                         if waiter.wait_a_little() or time.monotonic() > deadline:
@@ -406,9 +415,7 @@ class KafkaDriver(Driver):
         if not self.cluster.topic_exists(address):
             log.debug("anyqueue: reply topic %s is gone; reply dropped", address)
             return
-        self._produce(
-            address, [(wire.encode_key(message.key), message.body, wire.record_headers(message))]
-        )
+        self._produce(address, [message], [wire.record_headers(message)])
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:

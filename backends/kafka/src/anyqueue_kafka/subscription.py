@@ -388,12 +388,9 @@ class KafkaSubscription(SubscriptionDriver):
         # the copy first: if producing fails, the original stays unsettled and comes back
         self._driver._produce(
             self._group.retry_topic,
+            live,
             [
-                (
-                    wire.encode_key(m.key),
-                    m.body,
-                    wire.retry_headers(m, attempt=m.delivery_count + 1, not_before=not_before),
-                )
+                wire.retry_headers(m, attempt=m.delivery_count + 1, not_before=not_before)
                 for m in live
             ],
         )
