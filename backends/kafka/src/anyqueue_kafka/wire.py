@@ -34,7 +34,7 @@ _USER_LENGTH = len(USER)
 #: records adds no work for it (a list of tuples per record made collections a third of the
 #: cost of publishing). Names cannot collide: user names starting `anyqueue.` are moved under
 #: `anyqueue.user.`, a prefix none of the metadata names has.
-Headers = dict[str, bytes]
+Headers = dict[str, str | bytes | None]  # as confluent-kafka types it; this module puts bytes
 
 
 def record_headers(message: Message) -> Headers:
