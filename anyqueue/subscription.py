@@ -145,7 +145,11 @@ class Subscription:
         fetched for, so at least one message fits."""
         buffer = self._buffer
         count = min(wanted, len(buffer), max(1, self.prefetch - self._held))
-        taken = [buffer.popleft() for _ in range(count)]
+        if count == len(buffer):  # the usual receive_batch: all of it, without a call each
+            taken = list(buffer)
+            buffer.clear()
+        else:
+            taken = [buffer.popleft() for _ in range(count)]
         for message in taken:
             message._subscription = self
         self._held += count

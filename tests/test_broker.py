@@ -307,3 +307,18 @@ def test_a_batch_acked_at_once_is_one_driver_call_per_ack_batch() -> None:
     with broker.subscribe("t", "g") as sub:
         assert sub.receive_batch(timeout=0.2) == []
     broker.close()
+
+
+def test_batches_taken_from_the_buffer_keep_the_published_order() -> None:
+    with anyqueue.connect("memory://") as broker:
+        broker.declare("t", "g")
+        broker.publish_batch("t", [str(n) for n in range(6)])
+        with broker.subscribe("t", "g", prefetch=6) as sub:
+            first = sub.receive_batch(2, timeout=5)  # part of the buffer
+            rest = sub.receive_batch(timeout=5)  # all that is left of it
+            while len(first) + len(rest) < 6 and (more := sub.receive_batch(timeout=5)):
+                rest += more
+            assert [m.body for m in first + rest] == [str(n).encode() for n in range(6)]
+            sub.ack(first + rest)  # each one handed out belongs to this subscription
+        with broker.subscribe("t", "g") as again:
+            assert again.receive_batch(timeout=0.2) == []
