@@ -38,7 +38,8 @@ def _url_of(item: pytest.Item) -> str:
     callspec = getattr(item, "callspec", None)
     if callspec is not None and "anyqueue_url" in callspec.params:
         return redact_url(callspec.params["anyqueue_url"])
-    return item.cls.__name__ if item.cls else "?"
+    cls = getattr(item, "cls", None)
+    return cls.__name__ if cls else "?"
 
 
 @pytest.hookimpl(wrapper=True)

@@ -8,6 +8,7 @@ that needs a harness hook the harness lacks reports UNVERIFIABLE. Nothing is ski
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -139,7 +140,8 @@ class ConformanceSuite:
     def test_bodies(self, broker: anyqueue.Broker, harness: Harness, names: Names) -> None:
         topic = names()
         broker.declare(topic, "g")
-        cases: list[tuple[Any, bytes, str]] = [
+        # (body, the bytes it is sent as, or None for JSON: compared decoded), content type
+        cases: list[tuple[Any, bytes | None, str]] = [
             (b"", b"", "application/octet-stream"),
             (bytes(range(256)), bytes(range(256)), "application/octet-stream"),
             (
@@ -918,7 +920,7 @@ class ConformanceSuite:
         consumers = [threading.Thread(target=consume, daemon=True) for _ in range(3)]
         for thread in consumers:
             thread.start()
-        run_threads([lambda i=i: produce(i) for i in range(3)], harness.seconds(300))
+        run_threads([functools.partial(produce, i) for i in range(3)], harness.seconds(300))
         producers_done.set()
         for thread in consumers:
             thread.join(harness.seconds(300))
