@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as Record
 
 from anyqueue.message import Message
@@ -31,6 +31,7 @@ class StubConsumer:
         self.waited: list[bool] = []  # per commit: whether it was synchronous
         self.pending: list[list[TopicPartition]] = []
         self.failure: KafkaError | None = None
+        self.refuse = False  # synchronous commits fail
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         pass
@@ -46,6 +47,8 @@ class StubConsumer:
         self.waited.append(not asynchronous)
         if asynchronous:
             self.pending.append(offsets)
+        elif self.refuse:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         return [
@@ -144,7 +147,8 @@ def test_records_a_previous_owner_handed_out_count_a_delivery_more(
     assign(subscription, 0)
     subscription._accept([record(0, offset) for offset in range(10, 15)])
     first = subscription.receive(1, 0)
-    rest = subscription.receive(10, 0)
+    rest = subscription.receive(10, 0)  # up to the inherited mark: the rest waits for its own
+    rest += subscription.receive(10, 0)
     counts = [(m.receipt[1], m.delivery_count, m.redelivered) for m in first + rest]
     assert counts == [
         (10, 2, True),
@@ -180,27 +184,60 @@ def test_a_lost_partition_takes_back_what_was_not_handed_out(
     assert (TOPIC, 0) not in subscription._tracks
 
 
-def test_delivery_marks_are_requested_ahead_and_confirmed_before_they_are_needed(
+def test_fetching_requests_delivery_marks_ahead_and_never_waits_for_them(
     subscription: KafkaSubscription,
 ) -> None:
     assign(subscription, 0)
     marks: Any = subscription._marks
     track = subscription._tracks[(TOPIC, 0)]
     subscription._accept([record(0, o) for o in range(10)])
-    # nothing recorded yet: the first mark is recorded synchronously
-    assert (marks.commits, marks.waited) == ([{(TOPIC, 0): 10 + MARK_AHEAD}], [True])
-    subscription._accept([record(0, o) for o in range(10, 520)])
-    # a quarter of a window past it: the next one is requested, not waited for
+    assert (marks.commits, marks.waited) == ([{(TOPIC, 0): 10 + MARK_AHEAD}], [False])
+    assert (track.marked, track.requested) == (0, 10 + MARK_AHEAD)
+    subscription._accept([record(0, o) for o in range(10, 200)])  # within the window
+    assert len(marks.commits) == 1
+    subscription._accept([record(0, o) for o in range(200, 520)])
+    # a quarter of a window past the last request: the next one
     assert (marks.commits[1:], marks.waited[1:]) == ([{(TOPIC, 0): 520 + MARK_AHEAD}], [False])
-    assert (track.marked, track.requested) == (10 + MARK_AHEAD, 520 + MARK_AHEAD)
-    subscription._accept([record(0, o) for o in range(520, 1020)])
-    # past the recorded mark, within the requested one: its confirmation was waited for
-    assert track.marked == 520 + MARK_AHEAD
-    assert (marks.commits[2:], marks.waited[2:]) == ([{(TOPIC, 0): 1020 + MARK_AHEAD}], [False])
+    assert track.marked == 10 + MARK_AHEAD  # the first one, confirmed meanwhile
+
+
+def test_messages_are_handed_out_only_below_their_recorded_delivery_mark(
+    subscription: KafkaSubscription,
+) -> None:
+    StubConsumer.marks[(TOPIC, 1)] = 5  # a previous owner's
+    assign(subscription, 0, 1)
+    marks: Any = subscription._marks
+    track = subscription._tracks[(TOPIC, 0)]
+    subscription._driver.options.timeout = 60  # no giving up on marks here
+    subscription._accept([record(0, o) for o in range(10)])
+    # the receiver waited for the confirmation of the mark requested while fetching
+    assert where(subscription.receive(10, 0)) == [(0, o) for o in range(10)]
+    assert track.marked == 10 + MARK_AHEAD
+    subscription._accept([record(0, o) for o in range(10, 20 + MARK_AHEAD)])
+    marks.failure = KafkaError(KafkaError._TRANSPORT)  # for the request in flight too
+    below = subscription.receive(2 * MARK_AHEAD, 0)
+    assert where(below) == [(0, o) for o in range(10, 10 + MARK_AHEAD)]
+    # another partition, below its recorded mark, goes on while the first waits for its own
+    subscription._accept([record(1, 0)])
+    assert where(subscription.receive(10, 0)) == [(1, 0)]
+    assert subscription.receive(10, 0) == []  # asked again, failed again
+    assert track.requested == track.marked == 10 + MARK_AHEAD
+    marks.failure = None
+    rest = subscription.receive(10, 0)  # asked again, recorded
+    assert where(rest) == [(0, o) for o in range(10 + MARK_AHEAD, 20 + MARK_AHEAD)]
+    assert track.marked == 20 + 2 * MARK_AHEAD
+    assert marks.waited.count(True) == 0
+
+
+def test_a_mark_that_cannot_be_recorded_is_given_up_on_after_the_timeout(
+    subscription: KafkaSubscription, caplog: pytest.LogCaptureFixture
+) -> None:
+    assign(subscription, 0)
+    marks: Any = subscription._marks
     marks.failure = KafkaError(KafkaError._TRANSPORT)
-    subscription._accept([record(0, 1020)])  # the request in flight failed: asked again
-    assert (track.marked, track.requested) == (520 + MARK_AHEAD, 1021 + MARK_AHEAD)
-    assert marks.waited[-1] is False
-    subscription._accept([record(0, 520 + MARK_AHEAD)])  # failed again; needed: recorded now
-    assert (marks.commits[-1], marks.waited[-1]) == ({(TOPIC, 0): 1521 + MARK_AHEAD}, True)
-    assert track.marked == 1521 + MARK_AHEAD
+    marks.refuse = True
+    subscription._accept([record(0, 0)])  # its request fails (fixture: timeout 0)
+    with caplog.at_level(logging.WARNING, logger="anyqueue.kafka"):
+        assert where(subscription.receive(10, 0)) == [(0, 0)]
+    assert "without a recorded delivery mark" in caplog.text
+    assert marks.waited[-1] is True  # recording it was tried synchronously first

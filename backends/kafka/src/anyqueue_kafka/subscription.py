@@ -63,13 +63,14 @@ READY_BYTES_LIMIT = 16 * 1024 * 1024
 #: retry copies held back by their not-before time before the retry partitions are paused
 DELAYED_LIMIT = 10_000
 
-#: delivery marks recorded while fetching run this far ahead, so that they cost a request per
-#: this many messages (at most four) rather than per fetch; close and revocation record exact
-#: marks, so only after a crash may up to this many never handed-out messages count as
-#: redelivered. The next mark is requested, asynchronously, once fetching has gone a quarter of
-#: this past the last request: a fetch waits for it only if it arrives a window later.
+#: delivery marks are requested, asynchronously, this far past the records fetched, so that they
+#: cost a request per this many messages (at most four) rather than per fetch; the next one is
+#: requested once fetching has gone a quarter of this past the last request. A record is handed
+#: out only below its partition's recorded mark, so a receiver waits only when it overtakes the
+#: confirmations. Close and revocation record exact marks: only after a crash may up to this
+#: many never handed-out messages (plus those buffered) count as redelivered.
 MARK_AHEAD = 1000
-#: how often a fetch waiting for a requested delivery mark checks for its confirmation
+#: how often a receiver waiting for a requested delivery mark checks for its confirmation
 MARK_WAIT_SLICE = 0.001
 
 PartitionKey = tuple[str, int]
@@ -155,14 +156,17 @@ _Piece = tuple[_Track, list[int], list[Any], bool]
 
 class _Ready:
     """Fetched deliveries not yet handed out, as runs of one partition each, so that taking
-    them costs a few operations per run rather than per message. The lock is held for all."""
+    them costs a few operations per run rather than per message. `gated` (group mode): a
+    delivery is handed out only below its partition's recorded delivery mark. The lock is held
+    for all."""
 
-    __slots__ = ("count", "runs", "size")
+    __slots__ = ("count", "gated", "runs", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, *, gated: bool) -> None:
         self.runs: deque[_Run] = deque()
         self.count = 0
         self.size = 0  # bytes
+        self.gated = gated
 
     def __bool__(self) -> bool:
         return self.count > 0
@@ -174,30 +178,46 @@ class _Ready:
             self.size += run.ends[-1]
 
     def take(self, wanted: int) -> list[_Piece]:
-        """Up to `wanted` deliveries, oldest first; their tracks count them as handed out."""
+        """Up to `wanted` deliveries, oldest first (skipping partitions that wait for their
+        delivery mark); their tracks count them as handed out."""
         pieces: list[_Piece] = []
         runs = self.runs
+        waiting: list[_Run] = []  # runs held back by their mark, kept in front
         while wanted > 0 and runs:
-            run = runs[0]
-            start, length = run.start, len(run.offsets)
+            run = runs.popleft()
+            track, all_offsets = run.track, run.offsets
+            start, length = run.start, len(all_offsets)
             stop = min(length, start + wanted)
-            if start == 0 and stop == length:
-                offsets, payloads = run.offsets, run.payloads
-            else:
-                offsets, payloads = run.offsets[start:stop], run.payloads[start:stop]
-            ends = run.ends
-            self.size -= ends[stop - 1] - (ends[start - 1] if start else 0)
-            self.count -= stop - start
-            wanted -= stop - start
-            if stop == length:
-                runs.popleft()
-            else:
+            if self.gated and all_offsets[stop - 1] >= track.marked:
+                stop = bisect_left(all_offsets, track.marked, start, stop)  # offsets increase
+            if stop > start:
+                if start == 0 and stop == length:
+                    offsets, payloads = all_offsets, run.payloads
+                else:
+                    offsets, payloads = all_offsets[start:stop], run.payloads[start:stop]
+                ends = run.ends
+                self.size -= ends[stop - 1] - (ends[start - 1] if start else 0)
+                self.count -= stop - start
+                wanted -= stop - start
+                if offsets[-1] >= track.handed:
+                    track.handed = offsets[-1] + 1
+                pieces.append((track, offsets, payloads, run.built))
+            if stop < length:
                 run.start = stop
-            track = run.track
-            if offsets[-1] >= track.handed:  # offsets increase within a run
-                track.handed = offsets[-1] + 1
-            pieces.append((track, offsets, payloads, run.built))
+                if wanted > 0:  # stopped by the mark
+                    waiting.append(run)
+                else:
+                    runs.appendleft(run)
+        runs.extendleft(reversed(waiting))
         return pieces
+
+    def waiting_for_marks(self) -> list[_Track]:
+        """The partitions whose next delivery waits for a delivery mark to be recorded."""
+        if not self.gated:
+            return []
+        return list(
+            {run.track: None for run in self.runs if run.offsets[run.start] >= run.track.marked}
+        )
 
     def drop(self, keys: set[PartitionKey]) -> None:
         """Forget the deliveries of these partitions."""
@@ -251,7 +271,8 @@ class KafkaSubscription(SubscriptionDriver):
         self._on_close = on_close
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._ready = _Ready()
+        self._ready = _Ready(gated=group is not None)
+        self._waiting_since: float | None = None  # receivers have waited for marks since
         self._delayed: list[tuple[float, int, _Item]] = []  # (not_before, sequence, item)
         self._sequence = itertools.count()
         self._tracks: dict[PartitionKey, _Track] = {}
@@ -322,7 +343,9 @@ class KafkaSubscription(SubscriptionDriver):
         (unless another thread is polling), so no other thread stands between the client
         library and the receiver."""
         deadline = time.monotonic() + timeout
+        first_round = True
         while True:
+            marks_due = False  # all that is buffered waits for delivery marks
             with self._changed:
                 if self._failure is not None:
                     raise self._failure
@@ -330,19 +353,35 @@ class KafkaSubscription(SubscriptionDriver):
                     return []
                 if self._ready:
                     pieces = self._ready.take(max_messages)
-                    break
+                    if pieces:
+                        self._waiting_since = None
+                        break
+                    marks_due = True
+                    if self._waiting_since is None:
+                        self._waiting_since = time.monotonic()
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            # even with no time left, a mark on its way gets one short wait: it is due any moment
+            if remaining <= 0 and not (marks_due and first_round):
                 return []
+            first_round = False
             if self._poll_lock.acquire(blocking=False):
                 try:
-                    if not self._closed:
+                    if self._closed:
+                        pass
+                    elif marks_due:
+                        # fetch on meanwhile (without waiting): the marks of what it brings
+                        # are requested now, so later receivers find them recorded
+                        self._poll_once(0)
+                        self._await_marks()
+                    else:
                         self._poll_once(min(remaining, POLL_SLICE))
                 finally:
                     self._poll_lock.release()
             else:
                 with self._changed:
-                    if not (self._ready or self._closed):
+                    if marks_due:
+                        self._changed.wait(max(0.0, min(remaining, MARK_WAIT_SLICE)))
+                    elif not (self._ready or self._closed):
                         self._changed.wait(min(remaining, POLL_SLICE))
         messages: list[Message] = []
         received = wire.received
@@ -486,7 +525,7 @@ class KafkaSubscription(SubscriptionDriver):
 
     def _accept(self, records: list[Any]) -> None:
         """Buffer fetched records (retry copies not yet due go to the delay heap), remember
-        their offsets as unsettled and (group mode) record the delivery marks first.
+        their offsets as unsettled and (group mode) request the delivery marks they need.
 
         Records come in runs of one partition with increasing offsets: each field is read for
         the whole batch at once, and the rest is done per run."""
@@ -658,38 +697,51 @@ class KafkaSubscription(SubscriptionDriver):
                 log.warning("anyqueue: committing offsets of %r failed: %s", self._topic, err)
 
     def _mark_ahead(self, reached: dict[_Track, int]) -> None:
-        """Make sure that recorded delivery marks cover the records just fetched before they are
-        buffered. Marks are requested asynchronously well before they are needed, so a fetch
-        seldom waits: for a mark on its way it waits for the confirmation, and a mark neither
-        recorded nor requested is recorded synchronously."""
+        """Request the delivery marks that the records just fetched need before they are handed
+        out, asynchronously and well ahead, so that a receiver seldom waits for one."""
         marks = self._marks
         if marks is None:
             return
         marks.poll(0)  # confirmations of marks requested earlier: _on_marked
-        if any(t.marked < end <= t.requested for t, end in reached.items()):
-            deadline = time.monotonic() + self._driver.options.timeout
-            while time.monotonic() < deadline and any(
-                t.marked < end <= t.requested for t, end in reached.items()
-            ):
-                marks.poll(MARK_WAIT_SLICE)
-        needed = {t.key: end + MARK_AHEAD for t, end in reached.items() if end > t.marked}
-        self._mark(needed, reached)
-        early = {
-            t.key: end + MARK_AHEAD
-            for t, end in reached.items()
-            if t.requested - end < MARK_AHEAD - MARK_AHEAD // 4
-        }
-        if not early:
+        self._request_marks(
+            {
+                track: end + MARK_AHEAD
+                for track, end in reached.items()
+                if track.requested - end < MARK_AHEAD - MARK_AHEAD // 4
+            }
+        )
+
+    def _request_marks(self, wanted: dict[_Track, int]) -> None:
+        if not wanted or self._marks is None:
             return
-        offsets = [TopicPartition(topic, part, mark) for (topic, part), mark in early.items()]
+        offsets = [TopicPartition(t.key[0], t.key[1], mark) for t, mark in wanted.items()]
         try:
-            marks.commit(offsets=offsets, asynchronous=True)
+            self._marks.commit(offsets=offsets, asynchronous=True)
         except KafkaException as err:
             log.warning("anyqueue: recording delivery marks of %r failed: %s", self._topic, err)
             return
-        for track in reached:
-            if track.key in early:
-                track.requested = early[track.key]
+        for track, mark in wanted.items():
+            track.requested = max(track.requested, mark)
+
+    def _await_marks(self) -> None:
+        """Receivers found only records past their partitions' recorded delivery marks (poll
+        lock held): ask again where a request failed, and wait a moment for confirmations. A
+        mark still missing after `timeout` is recorded synchronously or, failing that, given up
+        on (with a warning), so that consuming never stalls on delivery marks."""
+        with self._lock:
+            waiting = self._ready.waiting_for_marks()
+        self._request_marks(
+            {t: (t.end or 0) + MARK_AHEAD for t in waiting if t.live and t.requested <= t.marked}
+        )
+        assert self._marks is not None
+        self._marks.poll(MARK_WAIT_SLICE)
+        since = self._waiting_since
+        if since is not None and time.monotonic() - since >= self._driver.options.timeout:
+            with self._lock:
+                waiting = [t for t in self._ready.waiting_for_marks() if t.live]
+            self._mark({t.key: (t.end or 0) + MARK_AHEAD for t in waiting}, waiting, give_up=True)
+        with self._changed:
+            self._changed.notify_all()
 
     def _on_marked(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """A requested delivery mark was recorded, or not: called by the marks consumer's
@@ -705,9 +757,10 @@ class KafkaSubscription(SubscriptionDriver):
             else:  # not recorded: the next fetch that needs it records it synchronously
                 track.requested = track.marked
 
-    def _mark(self, marks: dict[PartitionKey, int], tracks: Any) -> None:
+    def _mark(self, marks: dict[PartitionKey, int], tracks: Any, *, give_up: bool = False) -> None:
         """Record delivery marks (offsets below which messages were handed out) before the
-        messages are: if this member dies, the next owner counts them as redelivered."""
+        messages are: if this member dies, the next owner counts them as redelivered.
+        `give_up`: if recording fails, hand the messages out all the same."""
         if not marks or self._marks is None:
             return
         offsets = [
@@ -717,7 +770,13 @@ class KafkaSubscription(SubscriptionDriver):
             self._marks.commit(offsets=offsets, asynchronous=False)
         except KafkaException as err:
             log.warning("anyqueue: recording delivery marks of %r failed: %s", self._topic, err)
-            return
+            if not give_up:
+                return
+            log.warning(
+                "anyqueue: handing out messages of %r without a recorded delivery mark: if this "
+                "member dies, the next one may not count them as redelivered",
+                self._topic,
+            )
         finally:
             self._marks.poll(0)  # serve its log and error callbacks
         for track in tracks:
