@@ -29,7 +29,7 @@ from anyqueue.bench import percentile
 from anyqueue.config import BrokerURL, parse_options
 
 from .admin import Cluster
-from .driver import KafkaDriver, KafkaOptions, librdkafka_settings
+from .driver import FETCH_QUEUE_BACKOFF_MS, KafkaDriver, KafkaOptions, librdkafka_settings
 
 #: how long any step may wait for the broker before the baseline gives up
 PATIENCE = 60.0
@@ -57,6 +57,7 @@ def baseline(
         "sticky.partitioning.linger.ms": 0,
     }
     consumer_config = {
+        "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,  # as anyqueue's subscriptions
         **common,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

@@ -61,6 +61,8 @@ SecurityProtocol = Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
 _SECRET_SETTINGS = ("password", "secret", "token", "credential")
 #: extra room the producer allows above max_body_bytes, for key and headers
 _HEADROOM = 64 * 1024
+#: librdkafka's fetch.queue.backoff.ms for subscriptions (see _consumer_config)
+FETCH_QUEUE_BACKOFF_MS = 20
 
 _CONNECTION_ERRORS = frozenset(
     {
@@ -270,6 +272,11 @@ class KafkaDriver(Driver):
             "heartbeat.interval.ms": max(100, min(3000, session_ms // 10)),
             "max.poll.interval.ms": max(session_ms, int(options.max_poll_interval * 1000)),
             "fetch.wait.max.ms": int(options.fetch_wait * 1000),
+            # once its local queue is full, librdkafka stops fetching a partition for this long
+            # (default 1 s) even if the queue drains at once: a consumer a little slower than
+            # the broker then idles most of the time (measured on Tansu: 155k instead of
+            # 560k+ messages/s reading a backlog)
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             "enable.partition.eof": False,
             "on_commit": _log_commit_error,
             **self._passthrough,
