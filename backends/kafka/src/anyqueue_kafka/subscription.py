@@ -754,7 +754,7 @@ class KafkaSubscription(SubscriptionDriver):
                 continue
             if error is None and tp.error is None:
                 track.marked = max(track.marked, tp.offset)
-            else:  # not recorded: the next fetch that needs it records it synchronously
+            else:  # not recorded: asked for again by the next fetch or a waiting receiver
                 track.requested = track.marked
 
     def _mark(self, marks: dict[PartitionKey, int], tracks: Any, *, give_up: bool = False) -> None:
