@@ -366,14 +366,12 @@ class KafkaSubscription(SubscriptionDriver):
             first_round = False
             if self._poll_lock.acquire(blocking=False):
                 try:
-                    if self._closed:
-                        pass
-                    elif marks_due:
+                    if marks_due and not self._closed:
                         # fetch on meanwhile (without waiting): the marks of what it brings
                         # are requested now, so later receivers find them recorded
                         self._poll_once(0)
                         self._await_marks()
-                    else:
+                    elif not self._closed:
                         self._poll_once(min(remaining, POLL_SLICE))
                 finally:
                     self._poll_lock.release()
